@@ -1,0 +1,479 @@
+"""The `kb` command line. Human-readable output by default, `--json` everywhere."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from kb import db, governance
+from kb.articles import (
+    check_inside,
+    decode_article_bytes,
+    iter_article_files,
+    parse_article,
+    parse_cadence,
+)
+from kb.errors import (
+    ArticleNotFound,
+    CanonError,
+    Conflict,
+    Forbidden,
+    InvalidArticle,
+    InvalidInput,
+    NotApproved,
+    Problem,
+    VersionNotFound,
+)
+from kb.settings import Settings
+from kb.sync import SyncReport, sync_folder
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Canon: governed knowledge base and verbatim agent-assist.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema management.")
+app.add_typer(db_app, name="db")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# One place that maps domain errors to exit codes.
+EXIT_CODES: dict[type[CanonError], int] = {
+    InvalidArticle: 3,
+    InvalidInput: 2,
+    ArticleNotFound: 4,
+    VersionNotFound: 4,
+    NotApproved: 5,
+    Conflict: 6,
+    Forbidden: 7,
+}
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+AsUser = Annotated[str, typer.Option("--as", help="Who is acting (recorded in the audit log).")]
+
+
+@dataclass
+class Ctx:
+    settings: Settings
+    _engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = db.open_engine(self.settings)
+        return self._engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with db.session_scope(self.engine) as session:
+            yield session
+
+
+def _fail(exc: CanonError) -> NoReturn:
+    code = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
+    if isinstance(exc, InvalidArticle):
+        for p in exc.problems:
+            err.print(f"[red]error[/red] {p}")
+    else:
+        err.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(code)
+
+
+def _ctx(ctx: typer.Context) -> Ctx:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Ctx)
+    return obj
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def _parse_duration(value: str) -> timedelta:
+    try:
+        return timedelta(days=parse_cadence(value))
+    except ValueError:
+        raise typer.BadParameter(f"'{value}' is not a duration; use e.g. 14d, 2w or 1m") from None
+
+
+@app.callback()
+def main_callback(ctx: typer.Context) -> None:
+    """Settings come from KB_* environment variables (see README)."""
+    if ctx.obj is None:
+        ctx.obj = Ctx(Settings())
+
+
+# --- content ------------------------------------------------------------------------------
+
+
+def check_folder(root: Path, *, max_bytes: int) -> list[Problem]:
+    """Every problem in every article under ``root`` (errors and warnings), without storing."""
+    problems: list[Problem] = []
+    ids: dict[str, list[str]] = {}
+    for path in iter_article_files(root):
+        rel = path.relative_to(root).as_posix()
+        try:
+            check_inside(root, path)
+            text = decode_article_bytes(path.read_bytes(), path=rel, max_bytes=max_bytes)
+            parsed = parse_article(text, path=rel)
+        except InvalidArticle as exc:
+            problems.extend(exc.problems)
+            continue
+        problems.extend(parsed.warnings)
+        ids.setdefault(parsed.id, []).append(rel)
+    for art_id, paths in ids.items():
+        if len(paths) > 1:
+            for rel in paths:
+                others = ", ".join(p for p in paths if p != rel)
+                problems.append(Problem(rel, 2, "id", f"id '{art_id}' is also used by {others}",
+                                        "give every article a unique id (rename one of them)"))
+    return problems
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    path: Annotated[Path | None, typer.Argument(help="Folder of articles (default: KB_CONTENT_DIR)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate every article in a folder without storing anything."""
+    c = _ctx(ctx)
+    root = path or c.settings.content_dir
+    if not root.is_dir():
+        _fail(InvalidInput(f"{root} is not a folder; pass the folder that holds your articles"))
+    problems = check_folder(root, max_bytes=c.settings.max_article_bytes)
+    errors = [p for p in problems if p.severity == "error"]
+    files = len(iter_article_files(root))
+    if as_json:
+        _print_json({"files": files, "problems": [p.__dict__ for p in problems],
+                     "errors": len(errors)})
+    else:
+        for p in problems:
+            color = "red" if p.severity == "error" else "yellow"
+            out.print(f"[{color}]{p.severity}[/{color}] {p}")
+        out.print(f"{files} files checked: {len(errors)} errors, "
+                  f"{len(problems) - len(errors)} warnings")
+    if errors:
+        raise typer.Exit(EXIT_CODES[InvalidArticle])
+
+
+def _print_sync(report: SyncReport) -> None:
+    for p in report.problems:
+        color = "red" if p.severity == "error" else "yellow"
+        err.print(f"[{color}]{p.severity}[/{color}] {p}")
+    for art_id, n in report.created:
+        out.print(f"[green]new[/green]      {art_id} v{n} (pending approval)")
+    for art_id, n in report.updated:
+        out.print(f"[cyan]changed[/cyan]  {art_id} v{n} (pending approval)")
+    for art_id, rel in report.moved:
+        out.print(f"moved    {art_id} -> {rel}")
+    for art_id in report.restored:
+        out.print(f"restored {art_id} (its file is back)")
+    for art_id in report.removed:
+        out.print(f"[yellow]removed[/yellow]  {art_id}: its file is gone; the approved version "
+                  f"keeps serving until `kb retire {art_id}`")
+    out.print(f"sync: {len(report.created)} new, {len(report.updated)} changed, "
+              f"{report.unchanged} unchanged, {len(report.removed)} removed, "
+              f"{len(report.errors)} errors")
+
+
+def run_sync(c: Ctx, root: Path, author: str | None) -> SyncReport:
+    """Sync ``root`` into the database (and, when the index exists, the index)."""
+    with c.session() as session:
+        return sync_folder(session, root=root, author=author,
+                           max_bytes=c.settings.max_article_bytes)
+
+
+@app.command()
+def sync(
+    ctx: typer.Context,
+    path: Annotated[Path | None, typer.Argument(help="Folder of articles (default: KB_CONTENT_DIR)")] = None,
+    author: Annotated[str | None, typer.Option("--as", help="Author of new versions (default: git, else 'unknown').")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import new and changed articles as pending versions. Safe to run any time."""
+    c = _ctx(ctx)
+    try:
+        report = run_sync(c, path or c.settings.content_dir, author)
+    except CanonError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        _print_sync(report)
+    if report.errors:
+        raise typer.Exit(EXIT_CODES[InvalidArticle])
+
+
+# --- governance ---------------------------------------------------------------------------
+
+
+@app.command()
+def approve(
+    ctx: typer.Context,
+    article_id: Annotated[str | None, typer.Argument(help="Article id")] = None,
+    user: AsUser = ...,  # type: ignore[assignment]
+    version: Annotated[int | None, typer.Option("--version", help="Version number (default: newest)")] = None,
+    note: Annotated[str, typer.Option("--note")] = "",
+    all_: Annotated[bool, typer.Option("--all", help="Approve every pending version.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve a pending version so it is served (four-eyes: not your own)."""
+    c = _ctx(ctx)
+    allow_self = c.settings.allow_self_approval
+    if all_ == (article_id is not None):
+        _fail(InvalidInput("give either an article id or --all"))
+    with c.session() as session:
+        if all_:
+            bulk = governance.approve_all(session, approver=user, note=note or "bulk approval",
+                                          allow_self=allow_self)
+            approved_ids = [i for i, _ in bulk.approved]
+            if as_json:
+                _print_json({"approved": [{"id": i, "version": n} for i, n in bulk.approved],
+                             "skipped": [{"id": i, "version": n, "reason": r}
+                                         for i, n, r in bulk.skipped]})
+            else:
+                for i, n, r in bulk.skipped:
+                    out.print(f"[yellow]skipped[/yellow] {i} v{n}: {r}")
+                out.print(f"approved {len(bulk.approved)} versions, skipped {len(bulk.skipped)}")
+        else:
+            assert article_id is not None
+            try:
+                a = governance.approve(session, article_id=article_id, version=version,
+                                       approver=user, note=note, allow_self=allow_self)
+            except CanonError as exc:
+                _fail(exc)
+            approved_ids = [a.article_id]
+            if as_json:
+                _print_json({"id": a.article_id, "version": a.version_number,
+                             "content_sha256": a.content_sha256, "approver": a.approver,
+                             "at": a.at.isoformat()})
+            else:
+                out.print(f"approved {a.article_id} v{a.version_number} "
+                          f"({a.content_sha256[:12]}) as {a.approver}; it is served now")
+    _after_governance_change(c, approved_ids)
+
+
+def _after_governance_change(c: Ctx, article_ids: list[str]) -> None:
+    """Hook for keeping derived state (the search index) in step with governance."""
+
+
+@app.command()
+def review(
+    ctx: typer.Context,
+    article_id: str,
+    user: AsUser = ...,  # type: ignore[assignment]
+    outcome: Annotated[str, typer.Option("--outcome", help="verified | needs_update")] = "verified",
+    note: Annotated[str, typer.Option("--note")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Record that the served version was re-verified (restarts the review clock)."""
+    c = _ctx(ctx)
+    with c.session() as session:
+        try:
+            r = governance.review(session, article_id=article_id, reviewer=user,
+                                  outcome=outcome, note=note)
+            st = governance.statuses(session, article_id=article_id)[0]
+        except CanonError as exc:
+            _fail(exc)
+    if as_json:
+        _print_json({"id": article_id, "version": r.version_number, "reviewer": r.reviewer,
+                     "outcome": r.outcome, "at": r.at.isoformat(),
+                     "due_at": st.freshness.due_at.isoformat() if st.freshness else None})
+    else:
+        due = f"; next review due {st.freshness.due_at:%Y-%m-%d}" if st.freshness else ""
+        out.print(f"reviewed {article_id} v{r.version_number} ({r.outcome}){due}")
+
+
+@app.command()
+def retire(
+    ctx: typer.Context,
+    article_id: str,
+    user: AsUser = ...,  # type: ignore[assignment]
+    note: Annotated[str, typer.Option("--note")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop serving an article."""
+    c = _ctx(ctx)
+    with c.session() as session:
+        try:
+            r = governance.retire(session, article_id=article_id, by=user, note=note)
+        except CanonError as exc:
+            _fail(exc)
+    if as_json:
+        _print_json({"id": article_id, "up_to_version": r.up_to_version, "by": r.by,
+                     "at": r.at.isoformat()})
+    else:
+        out.print(f"retired {article_id} (versions up to v{r.up_to_version}); it is no longer "
+                  "served")
+    _after_governance_change(c, [article_id])
+
+
+def _status_table(rows: list[governance.ArticleStatus], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("id", "state", "served", "pending", "owner", "risk", "due"):
+        table.add_column(col)
+    for s in rows:
+        due = ""
+        if s.freshness:
+            due = f"{s.freshness.due_at:%Y-%m-%d}" + (" [red]STALE[/red]" if s.freshness.stale else "")
+        state = s.state + (" [yellow](file removed)[/yellow]" if s.removed_from_source else "")
+        table.add_row(s.id, state, f"v{s.served_version}" if s.served_version else "-",
+                      f"v{s.pending_version}" if s.pending_version else "-", s.owner, s.risk, due)
+    return table
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    article_id: Annotated[str | None, typer.Argument(help="One article (default: all)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Governance state of every article (or one)."""
+    c = _ctx(ctx)
+    with c.session() as session:
+        try:
+            rows = governance.statuses(session, article_id=article_id)
+        except CanonError as exc:
+            _fail(exc)
+    if as_json:
+        _print_json([r.as_dict() for r in rows] if article_id is None else rows[0].as_dict())
+        return
+    out.print(_status_table(rows, "Articles"))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    stale = sum(1 for r in rows if r.freshness and r.freshness.stale)
+    out.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; {stale} stale")
+
+
+@app.command()
+def stale(
+    ctx: typer.Context,
+    owner: Annotated[str | None, typer.Option("--owner")] = None,
+    due_within: Annotated[str | None, typer.Option("--due-within", help="Also list articles due within e.g. 14d")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The review queue: served articles past (or near) their review date."""
+    c = _ctx(ctx)
+    within = _parse_duration(due_within) if due_within else None
+    with c.session() as session:
+        rows = governance.stale_articles(session, owner=owner, due_within=within)
+    if as_json:
+        _print_json([r.as_dict() for r in rows])
+        return
+    if not rows:
+        out.print("nothing is due for review")
+        return
+    out.print(_status_table(rows, "Review queue (most overdue first)"))
+
+
+@app.command()
+def history(ctx: typer.Context, article_id: str, as_json: JsonOpt = False) -> None:
+    """Every version of an article with author, dates, approver, reviews and retirements."""
+    c = _ctx(ctx)
+    with c.session() as session:
+        try:
+            h = governance.history(session, article_id=article_id)
+        except CanonError as exc:
+            _fail(exc)
+    if as_json:
+        _print_json(h)
+        return
+    out.print(f"[bold]{h['id']}[/bold] — {h['title']} (owner {h['owner']}); served: "
+              + (f"v{h['served_version']}" if h["served_version"] else "nothing"))
+    for v in h["versions"]:
+        ap = v["approval"]
+        approval = (f"approved by {ap['approver']} at {ap['at'][:16]}"
+                    + (f" — {ap['note']}" if ap["note"] else "")) if ap else "not approved"
+        draft = " (draft)" if v["draft"] else ""
+        out.print(f"  v{v['number']} {v['content_sha256'][:12]} by {v['author']} at "
+                  f"{v['created_at'][:16]}{draft}: {approval}")
+    for r in h["reviews"]:
+        out.print(f"  review of v{r['version']} by {r['reviewer']} at {r['at'][:16]}: "
+                  f"{r['outcome']}")
+    for r in h["retirements"]:
+        out.print(f"  retired up to v{r['up_to_version']} by {r['by']} at {r['at'][:16]}")
+    if h["removed_from_source"]:
+        out.print(f"  file removed from the content folder at {h['removed_from_source'][:16]}")
+
+
+@app.command()
+def diff(ctx: typer.Context, article_id: str, a: int, b: int, as_json: JsonOpt = False) -> None:
+    """Unified diff between two versions."""
+    c = _ctx(ctx)
+    with c.session() as session:
+        try:
+            text = governance.diff(session, article_id=article_id, a=a, b=b)
+        except CanonError as exc:
+            _fail(exc)
+    if as_json:
+        _print_json({"id": article_id, "from": a, "to": b, "diff": text})
+    else:
+        sys.stdout.write(text or f"versions {a} and {b} are identical\n")
+
+
+# --- database -----------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply pending schema migrations (also done automatically on first use)."""
+    c = _ctx(ctx)
+    engine = db.make_engine(c.settings)
+    before, after = db.upgrade(engine)
+    url = engine.url.render_as_string(hide_password=True)
+    if before == after:
+        out.print(f"{url}: schema is up to date (revision {after})")
+    else:
+        out.print(f"{url}: upgraded schema from {before or 'empty'} to {after}")
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """Sync the demo content, approve the bootstrap import, show status and the stale queue."""
+    c = _ctx(ctx)
+    root = c.settings.content_dir
+    out.rule("1. sync the content folder")
+    report = run_sync(c, root, None)
+    _print_sync(report)
+    out.rule("2. approve the bootstrap import (drafts stay pending)")
+    with c.session() as session:
+        bulk = governance.approve_all(session, approver="demo-approver",
+                                      note="bootstrap import", allow_self=True)
+        out.print(f"approved {len(bulk.approved)} versions; skipped {len(bulk.skipped)}")
+        for i, n, r in bulk.skipped:
+            out.print(f"  [yellow]skipped[/yellow] {i} v{n}: {r.split(';')[0]}")
+        rows = governance.statuses(session)
+        queue = governance.stale_articles(session, due_within=timedelta(days=14))
+    _after_governance_change(c, [i for i, _ in bulk.approved])
+    out.rule("3. status")
+    out.print(_status_table(rows, "Articles"))
+    out.rule("4. review queue: stale or due within 14 days")
+    out.print(_status_table(queue, "Review queue"))
+    out.print("\nNext: `kb history ID`, `kb stale --owner TEAM`, edit a file in content/ and "
+              "run `kb sync`, then `kb approve ID --as you@example.com`.")
+
+
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

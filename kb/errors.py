@@ -1,0 +1,82 @@
+"""Every domain error Canon raises. Each says what happened and what to do next.
+
+The API maps these to HTTP status codes in one table (``api/errors.py``) and the CLI to exit
+codes in one place (``api/cli.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class CanonError(Exception):
+    """Base class: ``str(error)`` is a complete, user-facing sentence."""
+
+    code = "canon_error"
+
+
+class ArticleNotFound(CanonError):
+    code = "article_not_found"
+
+    def __init__(self, article_id: str) -> None:
+        super().__init__(
+            f"article '{article_id}' does not exist; run `kb status` to list articles "
+            "or `kb sync` to import the content folder"
+        )
+        self.article_id = article_id
+
+
+class VersionNotFound(CanonError):
+    code = "version_not_found"
+
+    def __init__(self, article_id: str, version: int, latest: int | None) -> None:
+        hint = f"the latest is {latest}" if latest else "it has no versions"
+        super().__init__(
+            f"article '{article_id}' has no version {version} ({hint}); "
+            f"see `kb history {article_id}`"
+        )
+
+
+class NotApproved(CanonError):
+    """The article has nothing approved to serve or review."""
+
+    code = "not_approved"
+
+
+class Conflict(CanonError):
+    """The requested change would break a governance rule (already approved, superseded...)."""
+
+    code = "conflict"
+
+
+class Forbidden(CanonError):
+    """The actor may not do this (four-eyes rule, wrong team, wrong role)."""
+
+    code = "forbidden"
+
+
+class InvalidInput(CanonError):
+    code = "invalid_input"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in an article file."""
+
+    path: str
+    line: int
+    field: str
+    message: str
+    fix: str
+    severity: str = "error"  # "error" blocks the file; "warning" does not
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.field}: {self.message} (fix: {self.fix})"
+
+
+class InvalidArticle(CanonError):
+    code = "invalid_article"
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))

@@ -1,0 +1,105 @@
+"""The governance database (SQLModel tables).
+
+Versions, approvals, reviews, retirements and audit events are append-only: the code never
+updates or deletes them. ``Article`` holds the mutable bookkeeping (where its file is, the
+metadata of its newest version).
+
+All timestamps are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Article(SQLModel, table=True):
+    __tablename__ = "article"
+
+    id: str = Field(primary_key=True, max_length=200)
+    title: str
+    owner: str = Field(index=True, max_length=200)
+    review_every_days: int
+    risk: str = Field(max_length=16)
+    locale: str = Field(max_length=35)
+    latest_version: int = 0
+    latest_sha256: str = Field(default="", max_length=64)
+    source_root: str | None = Field(default=None, max_length=1000)
+    source_path: str | None = Field(default=None, max_length=1000)
+    removed_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class ArticleVersion(SQLModel, table=True):
+    __tablename__ = "article_version"
+    __table_args__ = (UniqueConstraint("article_id", "number", name="uq_version_number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: str = Field(foreign_key="article.id", index=True, max_length=200)
+    number: int
+    content_sha256: str = Field(max_length=64)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    author: str = Field(max_length=320)
+    source_path: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Approval(SQLModel, table=True):
+    __tablename__ = "approval"
+
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: str = Field(foreign_key="article.id", index=True, max_length=200)
+    version_number: int
+    content_sha256: str = Field(max_length=64)
+    approver: str = Field(max_length=320)
+    at: datetime = Field(default_factory=utcnow)
+    note: str = ""
+    forced: bool = False
+
+
+class Review(SQLModel, table=True):
+    __tablename__ = "review"
+
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: str = Field(foreign_key="article.id", index=True, max_length=200)
+    version_number: int
+    reviewer: str = Field(max_length=320)
+    at: datetime = Field(default_factory=utcnow)
+    outcome: str = Field(default="verified", max_length=32)
+    note: str = ""
+
+
+class Retirement(SQLModel, table=True):
+    """Retires every version up to and including ``up_to_version``."""
+
+    __tablename__ = "retirement"
+
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: str = Field(foreign_key="article.id", index=True, max_length=200)
+    up_to_version: int
+    by: str = Field(max_length=320)
+    at: datetime = Field(default_factory=utcnow)
+    note: str = ""
+
+
+class AuditEvent(SQLModel, table=True):
+    __tablename__ = "audit_event"
+    __table_args__ = (Index("ix_audit_article_at", "article_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=320)
+    action: str = Field(index=True, max_length=64)
+    article_id: str | None = Field(default=None, max_length=200)
+    version_number: int | None = None
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
