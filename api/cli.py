@@ -73,6 +73,11 @@ class Ctx:
             self._engine = db.open_engine(self.settings)
         return self._engine
 
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         with db.session_scope(self.engine) as session:
@@ -111,6 +116,7 @@ def main_callback(ctx: typer.Context) -> None:
     """Settings come from KB_* environment variables (see README)."""
     if ctx.obj is None:
         ctx.obj = Ctx(Settings())
+        ctx.call_on_close(ctx.obj.close)
 
 
 # --- content ------------------------------------------------------------------------------
@@ -431,7 +437,10 @@ def db_upgrade(ctx: typer.Context) -> None:
     """Apply pending schema migrations (also done automatically on first use)."""
     c = _ctx(ctx)
     engine = db.make_engine(c.settings)
-    before, after = db.upgrade(engine)
+    try:
+        before, after = db.upgrade(engine)
+    finally:
+        engine.dispose()
     url = engine.url.render_as_string(hide_password=True)
     if before == after:
         out.print(f"{url}: schema is up to date (revision {after})")
