@@ -171,7 +171,7 @@ def _str_list(value: Any) -> list[str] | None:
     return None
 
 
-def _validate_front_matter(  # noqa: C901 - one check per field reads best as a flat list
+def _validate_front_matter(
     meta: dict[str, Any], lines: dict[str, int], c: _Collector
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -282,7 +282,8 @@ def _structure(
         if tok.type == "front_matter" and tok.map:
             body_line = tok.map[1]
         elif tok.type == "heading_open" and tok.map and tok.tag in ("h1", "h2", "h3"):
-            headings.append((int(tok.tag[1]), tokens[i + 1].content.strip(), *tok.map))
+            headings.append((int(tok.tag[1]), tokens[i + 1].content.strip(),
+                             tok.map[0], tok.map[1]))
         elif tok.type == "container_approved_open" and tok.map:
             closed = False
             depth = 0

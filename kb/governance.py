@@ -164,7 +164,7 @@ class BulkApproval:
 
 def pending_versions(session: Session) -> list[ArticleVersion]:
     """The newest version of every article that has not been approved (nor retired)."""
-    approved = {(a, n) for a, n in session.exec(select(Approval.article_id, Approval.version_number))}
+    approved = set(session.exec(select(Approval.article_id, Approval.version_number)).all())
     retired = dict(
         session.exec(
             select(Retirement.article_id, func.max(Retirement.up_to_version)).group_by(

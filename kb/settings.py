@@ -44,7 +44,10 @@ class AnswerSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    """Canon settings. Every field can be set with ``KB_<NAME>`` (nested: ``KB_ANSWER__MIN_SCORE``)."""
+    """Canon settings.
+
+    Every field can be set with ``KB_<NAME>``; nested ones with ``KB_ANSWER__MIN_SCORE``.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="KB_", env_nested_delimiter="__", extra="ignore", validate_default=True
