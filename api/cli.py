@@ -2,40 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine
-from sqlmodel import Session
 
+from api import cli_assist
+from api.cli_common import (
+    EXIT_CODES,
+    AsUser,
+    Ctx,
+    JsonOpt,
+    err,
+    fail,
+    get_ctx,
+    out,
+    parse_duration,
+    print_json,
+)
 from kb import db, governance
-from kb.articles import (
-    check_inside,
-    decode_article_bytes,
-    iter_article_files,
-    parse_article,
-    parse_cadence,
-)
-from kb.errors import (
-    ArticleNotFound,
-    CanonError,
-    Conflict,
-    Forbidden,
-    InvalidArticle,
-    InvalidInput,
-    NotApproved,
-    Problem,
-    VersionNotFound,
-)
+from kb.articles import check_inside, decode_article_bytes, iter_article_files, parse_article
+from kb.errors import CanonError, InvalidArticle, InvalidInput, Problem
 from kb.settings import Settings
 from kb.sync import SyncReport, sync_folder
 
@@ -43,73 +33,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Canon: governed knowledge base and verbatim agent-assist.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema management.")
 app.add_typer(db_app, name="db")
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-# One place that maps domain errors to exit codes.
-EXIT_CODES: dict[type[CanonError], int] = {
-    InvalidArticle: 3,
-    InvalidInput: 2,
-    ArticleNotFound: 4,
-    VersionNotFound: 4,
-    NotApproved: 5,
-    Conflict: 6,
-    Forbidden: 7,
-}
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-AsUser = Annotated[str, typer.Option("--as", help="Who is acting (recorded in the audit log).")]
-
-
-@dataclass
-class Ctx:
-    settings: Settings
-    _engine: Engine | None = None
-
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = db.open_engine(self.settings)
-        return self._engine
-
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        with db.session_scope(self.engine) as session:
-            yield session
-
-
-def _fail(exc: CanonError) -> NoReturn:
-    code = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
-    if isinstance(exc, InvalidArticle):
-        for p in exc.problems:
-            err.print(f"[red]error[/red] {p}")
-    else:
-        err.print(f"[red]error:[/red] {exc}")
-    raise typer.Exit(code)
-
-
-def _ctx(ctx: typer.Context) -> Ctx:
-    obj = ctx.find_root().obj
-    assert isinstance(obj, Ctx)
-    return obj
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
-
-
-def _parse_duration(value: str) -> timedelta:
-    try:
-        return timedelta(days=parse_cadence(value))
-    except ValueError:
-        raise typer.BadParameter(f"'{value}' is not a duration; use e.g. 14d, 2w or 1m") from None
-
+cli_assist.register(app)
 
 @app.callback()
 def main_callback(ctx: typer.Context) -> None:
@@ -153,15 +77,15 @@ def check(
     as_json: JsonOpt = False,
 ) -> None:
     """Validate every article in a folder without storing anything."""
-    c = _ctx(ctx)
+    c = get_ctx(ctx)
     root = path or c.settings.content_dir
     if not root.is_dir():
-        _fail(InvalidInput(f"{root} is not a folder; pass the folder that holds your articles"))
+        fail(InvalidInput(f"{root} is not a folder; pass the folder that holds your articles"))
     problems = check_folder(root, max_bytes=c.settings.max_article_bytes)
     errors = [p for p in problems if p.severity == "error"]
     files = len(iter_article_files(root))
     if as_json:
-        _print_json({"files": files, "problems": [p.__dict__ for p in problems],
+        print_json({"files": files, "problems": [p.__dict__ for p in problems],
                      "errors": len(errors)})
     else:
         for p in problems:
@@ -196,8 +120,10 @@ def _print_sync(report: SyncReport) -> None:
 def run_sync(c: Ctx, root: Path, author: str | None) -> SyncReport:
     """Sync ``root`` into the database (and, when the index exists, the index)."""
     with c.session() as session:
-        return sync_folder(session, root=root, author=author,
-                           max_bytes=c.settings.max_article_bytes)
+        report = sync_folder(session, root=root, author=author,
+                             max_bytes=c.settings.max_article_bytes)
+    cli_assist.refresh_index(c)  # also repairs an index left behind by a crash
+    return report
 
 
 @app.command()
@@ -208,13 +134,13 @@ def sync(
     as_json: JsonOpt = False,
 ) -> None:
     """Import new and changed articles as pending versions. Safe to run any time."""
-    c = _ctx(ctx)
+    c = get_ctx(ctx)
     try:
         report = run_sync(c, path or c.settings.content_dir, author)
     except CanonError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
-        _print_json(report.as_dict())
+        print_json(report.as_dict())
     else:
         _print_sync(report)
     if report.errors:
@@ -235,17 +161,17 @@ def approve(
     as_json: JsonOpt = False,
 ) -> None:
     """Approve a pending version so it is served (four-eyes: not your own)."""
-    c = _ctx(ctx)
+    c = get_ctx(ctx)
     allow_self = c.settings.allow_self_approval
     if all_ == (article_id is not None):
-        _fail(InvalidInput("give either an article id or --all"))
+        fail(InvalidInput("give either an article id or --all"))
     with c.session() as session:
         if all_:
             bulk = governance.approve_all(session, approver=user, note=note or "bulk approval",
                                           allow_self=allow_self)
             approved_ids = [i for i, _ in bulk.approved]
             if as_json:
-                _print_json({"approved": [{"id": i, "version": n} for i, n in bulk.approved],
+                print_json({"approved": [{"id": i, "version": n} for i, n in bulk.approved],
                              "skipped": [{"id": i, "version": n, "reason": r}
                                          for i, n, r in bulk.skipped]})
             else:
@@ -258,10 +184,10 @@ def approve(
                 a = governance.approve(session, article_id=article_id, version=version,
                                        approver=user, note=note, allow_self=allow_self)
             except CanonError as exc:
-                _fail(exc)
+                fail(exc)
             approved_ids = [a.article_id]
             if as_json:
-                _print_json({"id": a.article_id, "version": a.version_number,
+                print_json({"id": a.article_id, "version": a.version_number,
                              "content_sha256": a.content_sha256, "approver": a.approver,
                              "at": a.at.isoformat()})
             else:
@@ -271,7 +197,9 @@ def approve(
 
 
 def _after_governance_change(c: Ctx, article_ids: list[str]) -> None:
-    """Hook for keeping derived state (the search index) in step with governance."""
+    """Keep the search index in step with governance (only the affected articles)."""
+    if article_ids:
+        cli_assist.refresh_index(c, article_ids)
 
 
 @app.command()
@@ -284,16 +212,16 @@ def review(
     as_json: JsonOpt = False,
 ) -> None:
     """Record that the served version was re-verified (restarts the review clock)."""
-    c = _ctx(ctx)
+    c = get_ctx(ctx)
     with c.session() as session:
         try:
             r = governance.review(session, article_id=article_id, reviewer=user,
                                   outcome=outcome, note=note)
             st = governance.statuses(session, article_id=article_id)[0]
         except CanonError as exc:
-            _fail(exc)
+            fail(exc)
     if as_json:
-        _print_json({"id": article_id, "version": r.version_number, "reviewer": r.reviewer,
+        print_json({"id": article_id, "version": r.version_number, "reviewer": r.reviewer,
                      "outcome": r.outcome, "at": r.at.isoformat(),
                      "due_at": st.freshness.due_at.isoformat() if st.freshness else None})
     else:
@@ -310,14 +238,14 @@ def retire(
     as_json: JsonOpt = False,
 ) -> None:
     """Stop serving an article."""
-    c = _ctx(ctx)
+    c = get_ctx(ctx)
     with c.session() as session:
         try:
             r = governance.retire(session, article_id=article_id, by=user, note=note)
         except CanonError as exc:
-            _fail(exc)
+            fail(exc)
     if as_json:
-        _print_json({"id": article_id, "up_to_version": r.up_to_version, "by": r.by,
+        print_json({"id": article_id, "up_to_version": r.up_to_version, "by": r.by,
                      "at": r.at.isoformat()})
     else:
         out.print(f"retired {article_id} (versions up to v{r.up_to_version}); it is no longer "
@@ -346,14 +274,14 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Governance state of every article (or one)."""
-    c = _ctx(ctx)
+    c = get_ctx(ctx)
     with c.session() as session:
         try:
             rows = governance.statuses(session, article_id=article_id)
         except CanonError as exc:
-            _fail(exc)
+            fail(exc)
     if as_json:
-        _print_json([r.as_dict() for r in rows] if article_id is None else rows[0].as_dict())
+        print_json([r.as_dict() for r in rows] if article_id is None else rows[0].as_dict())
         return
     out.print(_status_table(rows, "Articles"))
     counts: dict[str, int] = {}
@@ -371,12 +299,12 @@ def stale(
     as_json: JsonOpt = False,
 ) -> None:
     """The review queue: served articles past (or near) their review date."""
-    c = _ctx(ctx)
-    within = _parse_duration(due_within) if due_within else None
+    c = get_ctx(ctx)
+    within = parse_duration(due_within) if due_within else None
     with c.session() as session:
         rows = governance.stale_articles(session, owner=owner, due_within=within)
     if as_json:
-        _print_json([r.as_dict() for r in rows])
+        print_json([r.as_dict() for r in rows])
         return
     if not rows:
         out.print("nothing is due for review")
@@ -387,14 +315,14 @@ def stale(
 @app.command()
 def history(ctx: typer.Context, article_id: str, as_json: JsonOpt = False) -> None:
     """Every version of an article with author, dates, approver, reviews and retirements."""
-    c = _ctx(ctx)
+    c = get_ctx(ctx)
     with c.session() as session:
         try:
             h = governance.history(session, article_id=article_id)
         except CanonError as exc:
-            _fail(exc)
+            fail(exc)
     if as_json:
-        _print_json(h)
+        print_json(h)
         return
     out.print(f"[bold]{h['id']}[/bold] — {h['title']} (owner {h['owner']}); served: "
               + (f"v{h['served_version']}" if h["served_version"] else "nothing"))
@@ -417,14 +345,14 @@ def history(ctx: typer.Context, article_id: str, as_json: JsonOpt = False) -> No
 @app.command()
 def diff(ctx: typer.Context, article_id: str, a: int, b: int, as_json: JsonOpt = False) -> None:
     """Unified diff between two versions."""
-    c = _ctx(ctx)
+    c = get_ctx(ctx)
     with c.session() as session:
         try:
             text = governance.diff(session, article_id=article_id, a=a, b=b)
         except CanonError as exc:
-            _fail(exc)
+            fail(exc)
     if as_json:
-        _print_json({"id": article_id, "from": a, "to": b, "diff": text})
+        print_json({"id": article_id, "from": a, "to": b, "diff": text})
     else:
         sys.stdout.write(text or f"versions {a} and {b} are identical\n")
 
@@ -435,7 +363,7 @@ def diff(ctx: typer.Context, article_id: str, a: int, b: int, as_json: JsonOpt =
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply pending schema migrations (also done automatically on first use)."""
-    c = _ctx(ctx)
+    c = get_ctx(ctx)
     engine = db.make_engine(c.settings)
     try:
         before, after = db.upgrade(engine)
@@ -454,7 +382,7 @@ def db_upgrade(ctx: typer.Context) -> None:
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """Sync the demo content, approve the bootstrap import, show status and the stale queue."""
-    c = _ctx(ctx)
+    c = get_ctx(ctx)
     root = c.settings.content_dir
     out.rule("1. sync the content folder")
     report = run_sync(c, root, None)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
 
-from kb.models import AuditEvent, utcnow
+from kb.errors import QueryNotFound
+from kb.models import ArticleVersion, AuditEvent, QueryLog, utcnow
 
 
 def record(
@@ -49,3 +51,31 @@ def events(
         query = query.where(AuditEvent.action == action)
     query = query.order_by(col(AuditEvent.at).desc(), col(AuditEvent.id).desc()).limit(limit)
     return session.exec(query).all()
+
+
+def record_query(session: Session, entry: QueryLog) -> None:
+    """Store an assist call (the question must already be redacted) and commit."""
+    session.add(entry)
+    session.commit()
+
+
+def get_query(session: Session, *, query_id: str) -> QueryLog:
+    entry = session.get(QueryLog, query_id)
+    if entry is None:
+        raise QueryNotFound(query_id)
+    return entry
+
+
+def replay(session: Session, *, query_id: str) -> tuple[QueryLog, list[dict[str, Any]]]:
+    """The query and exactly the text it served, each passage checked against its hash."""
+    entry = get_query(session, query_id=query_id)
+    passages = []
+    for s in entry.served:
+        version = session.exec(
+            select(ArticleVersion).where(ArticleVersion.article_id == s["article_id"],
+                                         ArticleVersion.number == s["version"])
+        ).one()
+        text = version.text[s["start"]:s["end"]]
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        passages.append({**s, "text": text, "verified": digest == s["passage_sha256"]})
+    return entry, passages

@@ -37,6 +37,21 @@ class VersionNotFound(CanonError):
         )
 
 
+class QueryNotFound(CanonError):
+    code = "query_not_found"
+
+    def __init__(self, query_id: str) -> None:
+        super().__init__(f"no assist query with id '{query_id}'; copy the query_id from the "
+                         "/v1/assist response")
+
+
+class FlagNotFound(CanonError):
+    code = "flag_not_found"
+
+    def __init__(self, flag_id: int) -> None:
+        super().__init__(f"no flag with id {flag_id}; list open flags in the review queue")
+
+
 class NotApproved(CanonError):
     """The article has nothing approved to serve or review."""
 

@@ -464,3 +464,60 @@ def diff(session: Session, *, article_id: str, a: int, b: int) -> str:
         tofile=f"{article_id}@v{b}",
     )
     return "".join(lines)
+
+
+@dataclass(frozen=True)
+class ServedInfo:
+    """What the answer path needs to know about an article's served version."""
+
+    article_id: str
+    version: int
+    content_sha256: str
+    meta: dict[str, Any]
+    approved_at: datetime
+    freshness: Freshness
+
+
+def served_info(
+    session: Session, *, article_ids: Sequence[str], now: datetime | None = None
+) -> dict[str, ServedInfo]:
+    """The served version (number, hash, approved metadata, freshness) of each article."""
+    if not article_ids:
+        return {}
+    now = now or utcnow()
+    ids = list(set(article_ids))
+    retired = dict(
+        session.exec(
+            select(Retirement.article_id, func.max(Retirement.up_to_version))
+            .where(col(Retirement.article_id).in_(ids))
+            .group_by(col(Retirement.article_id))
+        ).all()
+    )
+    best: dict[str, tuple[Approval, dict[str, Any]]] = {}
+    rows = session.exec(
+        select(Approval, ArticleVersion.meta)
+        .join(ArticleVersion, (col(ArticleVersion.article_id) == col(Approval.article_id))
+              & (col(ArticleVersion.number) == col(Approval.version_number)))
+        .where(col(Approval.article_id).in_(ids))
+    ).all()
+    for approval, meta in rows:
+        if approval.version_number <= retired.get(approval.article_id, 0):
+            continue
+        cur = best.get(approval.article_id)
+        if cur is None or approval.version_number > cur[0].version_number:
+            best[approval.article_id] = (approval, dict(meta))
+    reviews: dict[str, list[Review]] = {}
+    if best:
+        for r in session.exec(select(Review).where(col(Review.article_id).in_(list(best)))):
+            reviews.setdefault(r.article_id, []).append(r)
+    out = {}
+    for article_id, (approval, meta) in best.items():
+        stub = ArticleVersion(article_id=article_id, number=approval.version_number,
+                              content_sha256=approval.content_sha256, text="", meta=meta,
+                              author="")
+        out[article_id] = ServedInfo(
+            article_id=article_id, version=approval.version_number,
+            content_sha256=approval.content_sha256, meta=meta, approved_at=approval.at,
+            freshness=freshness(stub, approval, reviews.get(article_id, []), now),
+        )
+    return out

@@ -103,3 +103,46 @@ class AuditEvent(SQLModel, table=True):
     article_id: str | None = Field(default=None, max_length=200)
     version_number: int | None = None
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class QueryLog(SQLModel, table=True):
+    """One row per assist call: who asked what (redacted), what was served, the decision."""
+
+    __tablename__ = "query_log"
+
+    id: str = Field(primary_key=True, max_length=64)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    caller: str = Field(max_length=320)
+    audience: str = Field(max_length=200)
+    locale: str = Field(max_length=35)
+    question: str = Field(sa_column=Column(Text, nullable=False))  # redacted
+    status: str = Field(max_length=16, index=True)
+    reason: str | None = Field(default=None, max_length=32)
+    escalate_to: str | None = Field(default=None, max_length=200)
+    served: list[dict[str, Any]] = Field(default_factory=list,
+                                         sa_column=Column(JSON, nullable=False))
+    latency_ms: float = 0.0
+
+
+class Flag(SQLModel, table=True):
+    """An agent's report that an answer was wrong, outdated, unclear or missing."""
+
+    __tablename__ = "flag"
+
+    id: int | None = Field(default=None, primary_key=True)
+    query_id: str = Field(foreign_key="query_log.id", index=True, max_length=64)
+    article_id: str | None = Field(default=None, foreign_key="article.id", index=True,
+                                   max_length=200)
+    version_number: int | None = None
+    start: int | None = None
+    end: int | None = None
+    owner: str = Field(index=True, max_length=200)
+    reason: str = Field(max_length=16)
+    comment: str = ""
+    created_by: str = Field(max_length=320)
+    created_at: datetime = Field(default_factory=utcnow)
+    status: str = Field(default="open", max_length=16, index=True)
+    resolved_by: str | None = Field(default=None, max_length=320)
+    resolved_at: datetime | None = None
+    resolution: str | None = Field(default=None, max_length=32)
+    resolution_note: str = ""

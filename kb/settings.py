@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,10 +26,12 @@ class IndexSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
-    """Hybrid retrieval tuning."""
+    """Hybrid retrieval tuning (chosen on the demo eval suite; see README)."""
 
-    dense_weight: float = 0.5
-    candidates: int = 40
+    fusion: Literal["weighted", "rrf", "dense", "lexical"] = "weighted"
+    dense_weight: float = Field(default=0.6, ge=0.0, le=1.0)
+    rrf_k: int = 60
+    candidates: int = Field(default=40, ge=5, le=400)
 
 
 class AnswerSettings(BaseModel):
@@ -36,7 +39,8 @@ class AnswerSettings(BaseModel):
 
     default_top_k: int = 3
     max_top_k: int = 10
-    min_score: float = 0.35
+    min_score: float = 0.35  # abstain when the best dense similarity is lower
+    ambiguity_margin: float = 0.04  # fused-score gap under which two policies compete
     withhold_stale_high_risk: bool = True
     warn_stale: bool = True
     default_escalation_team: str = "support-tier2"

@@ -1,0 +1,40 @@
+"""Open a cited article: its served version, scoped to the caller's audience."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import CurrentCaller, SessionDep
+from api.schemas import ArticleOut, SectionOut
+from assist.index import visible
+from kb.articles import parse_article
+from kb.errors import ArticleNotFound
+from kb.governance import get_version, served_info
+
+router = APIRouter(prefix="/v1/articles", tags=["articles"])
+
+
+@router.get("/{article_id}", response_model=ArticleOut)
+def served_article(article_id: str, caller: CurrentCaller, session: SessionDep) -> ArticleOut:
+    """The served version. High-risk articles show only their approved blocks."""
+    info = served_info(session, article_ids=[article_id]).get(article_id)
+    if info is None or not visible(info.meta.get("audience", []), caller.audience):
+        # The same answer for "hidden" and "absent": nothing leaks across audiences.
+        raise ArticleNotFound(article_id)
+    version = get_version(session, article_id=article_id, number=info.version)
+    parsed = parse_article(version.text, path=article_id)
+    high = info.meta.get("risk") == "high"
+    blocks = [{"start": b.start, "end": b.end, "anchor": b.section_anchor,
+               "text": version.text[b.start:b.end]} for b in parsed.approved_blocks]
+    return ArticleOut(
+        id=article_id, title=info.meta["title"], version=info.version,
+        content_sha256=info.content_sha256, owner=info.meta["owner"],
+        risk=info.meta.get("risk", "low"), audience=info.meta.get("audience", []),
+        locale=info.meta.get("locale", "en"), approved_at=info.approved_at,
+        last_reviewed=info.freshness.anchor, review_due=info.freshness.due_at,
+        stale=info.freshness.stale,
+        sections=[SectionOut(heading_path=list(s.heading_path), anchor=s.anchor,
+                             start=s.start, end=s.end) for s in parsed.sections],
+        text=None if high else version.text,
+        approved_blocks=blocks,
+    )

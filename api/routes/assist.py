@@ -1,0 +1,47 @@
+"""Agent-facing routes: ask, and flag an answer."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import AssistDep, CurrentCaller, SessionDep, SettingsDep
+from api.schemas import AssistRequest, AssistResponse, FeedbackRequest, FeedbackResponse
+from assist.answer import Question
+from kb import audit, flags
+from kb.errors import Forbidden, InvalidInput
+
+router = APIRouter(prefix="/v1/assist", tags=["assist"])
+
+
+@router.post("", response_model=AssistResponse)
+async def assist(body: AssistRequest, caller: CurrentCaller,
+                 assistant: AssistDep) -> AssistResponse:
+    """Approved text only, verbatim, with citations — or an escalation with a handoff."""
+    q = Question(text=body.question, audience=caller.audience, caller=caller.id,
+                 locale=body.locale, tags=frozenset(t.lower() for t in body.tags or []),
+                 top_k=body.top_k)
+    result = await run_in_threadpool(assistant.ask, q)
+    return AssistResponse.from_result(result)
+
+
+@router.post("/{query_id}/feedback", response_model=FeedbackResponse)
+def feedback(query_id: str, body: FeedbackRequest, caller: CurrentCaller,
+             session: SessionDep, settings: SettingsDep) -> FeedbackResponse:
+    """Flag an answer: the flag lands on the cited version's owner's desk."""
+    entry = audit.get_query(session, query_id=query_id)
+    if entry.audience != caller.audience:
+        raise Forbidden("this query was asked by another audience; flag your own answers")
+    if body.helpful:
+        audit.record(session, actor=caller.id, action="feedback_helpful",
+                     details={"query_id": query_id})
+        session.commit()
+        return FeedbackResponse(query_id=query_id, flag_id=None, owner=None, status="recorded")
+    if body.reason is None:
+        raise InvalidInput("say why the answer did not help: reason is one of wrong, "
+                           "outdated, unclear, missing")
+    flag = flags.create_flag(session, query=entry, by=caller.id, reason=body.reason,
+                             comment=body.comment or "", passage=body.passage,
+                             default_owner=settings.answer.default_escalation_team)
+    return FeedbackResponse(query_id=query_id, flag_id=flag.id, owner=flag.owner,
+                            status="flagged")

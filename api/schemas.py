@@ -1,0 +1,121 @@
+"""Request and response bodies of the HTTP API (and `kb ask --json`)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from assist.answer import AssistResult
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class AssistRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=2000,
+                          description="The agent's question, as typed.")
+    locale: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$",
+                               description="BCP 47; falls back to the default locale.")
+    tags: list[str] | None = Field(default=None, max_length=20)
+    top_k: int | None = Field(default=None, ge=1, le=10)
+
+    @field_validator("question")
+    @classmethod
+    def _clean(cls, value: str) -> str:
+        if _CONTROL.search(value):
+            raise ValueError("the question contains control characters; send plain text")
+        if not value.strip():
+            raise ValueError("the question is blank; send the agent's question")
+        return value.strip()
+
+
+class CitationOut(BaseModel):
+    article_id: str
+    title: str
+    version: int
+    content_sha256: str
+    section: list[str]
+    anchor: str
+    start: int
+    end: int
+    passage_sha256: str
+    owner: str
+    approved_at: datetime
+    last_reviewed: datetime
+    risk: str
+    locale: str
+
+
+class PassageOut(BaseModel):
+    text: str
+    score: float
+    citation: CitationOut
+
+
+class EscalationOut(BaseModel):
+    team: str
+    reason: str
+    question: str
+    found: list[dict[str, Any]]
+    message: str
+
+
+class AssistResponse(BaseModel):
+    status: Literal["answered", "escalate", "no_answer"]
+    passages: list[PassageOut]
+    warnings: list[dict[str, str]]
+    escalation: EscalationOut | None
+    query_id: str
+
+    @classmethod
+    def from_result(cls, r: AssistResult) -> AssistResponse:
+        return cls(
+            status=r.status,
+            passages=[PassageOut(text=p.text, score=p.score,
+                                 citation=CitationOut(**p.citation.__dict__))
+                      for p in r.passages],
+            warnings=r.warnings,
+            escalation=EscalationOut(**r.escalation.__dict__) if r.escalation else None,
+            query_id=r.query_id,
+        )
+
+
+class FeedbackRequest(BaseModel):
+    helpful: bool
+    reason: Literal["wrong", "outdated", "unclear", "missing"] | None = None
+    comment: str | None = Field(default=None, max_length=2000)
+    passage: int = Field(default=0, ge=0, le=9, description="Which passage (0 = first).")
+
+
+class FeedbackResponse(BaseModel):
+    query_id: str
+    flag_id: int | None
+    owner: str | None
+    status: Literal["recorded", "flagged"]
+
+
+class SectionOut(BaseModel):
+    heading_path: list[str]
+    anchor: str
+    start: int
+    end: int
+
+
+class ArticleOut(BaseModel):
+    id: str
+    title: str
+    version: int
+    content_sha256: str
+    owner: str
+    risk: str
+    audience: list[str]
+    locale: str
+    approved_at: datetime
+    last_reviewed: datetime
+    review_due: datetime
+    stale: bool
+    sections: list[SectionOut]
+    text: str | None = Field(description="Full text (null for high-risk articles).")
+    approved_blocks: list[dict[str, Any]]

@@ -1,0 +1,374 @@
+"""The search index of approved text: dense vectors in Chroma, lexical BM25 in memory.
+
+This is the only module that talks to Chroma. It speaks domain types outward (``Chunk``).
+
+Scoping without filters: Chroma ``where`` filters cost time in proportion to the collection,
+so chunks are partitioned into one collection per *view* x locale, where a view is what one
+kind of caller may see (``internal``, ``vendors``, ``vendor:<name>``). A chunk whose audience
+is ``[internal, vendors]`` is stored in the ``internal`` view and in every vendor view; a
+caller's query touches exactly one collection, which holds nothing it may not see. The
+collection names start with a prefix derived from the embedding model and chunking
+parameters, so a changed model never mixes vectors.
+
+BM25 is rebuilt in memory from the chunks stored in Chroma whenever the index generation
+(kept in a small state collection, so every worker and machine sees it) changes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import bm25s
+import numpy as np
+import Stemmer
+from numpy.typing import NDArray
+
+from assist.chunks import CHUNKER_VERSION, Chunk, parse_chunk_id
+from kb.settings import IndexSettings
+
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+_STOPWORDS = frozenset(bm25s.stopwords.STOPWORDS_EN)
+INTERNAL, VENDORS = "internal", "vendors"
+
+
+class Embedder(Protocol):
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> NDArray[np.float32]: ...
+
+    def embed_query(self, text: str) -> NDArray[np.float32]: ...
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9]+", "-", value).strip("-").lower()
+
+
+def collection_prefix(model_name: str, settings: IndexSettings) -> str:
+    """Encodes model + chunking parameters: a different model never shares vectors."""
+    model = _slug(model_name.split("/")[-1])
+    return f"canon-{model}-c{settings.chunk_max_chars}-k{CHUNKER_VERSION}"
+
+
+def caller_view(audience: str, views: Iterable[str]) -> str:
+    """The one view a caller queries: its own vendor view if one exists, else the generic."""
+    if audience == INTERNAL:
+        return INTERNAL
+    if audience.startswith("vendor:") and audience in set(views):
+        return audience
+    return VENDORS
+
+
+def chunk_views(audience: Sequence[str], vendor_views: Iterable[str]) -> set[str]:
+    """Every view that may see a chunk with this audience."""
+    views: set[str] = set()
+    for a in audience:
+        if a == INTERNAL:
+            views.add(INTERNAL)
+        elif a == VENDORS:
+            views.add(VENDORS)
+            views.update(vendor_views)
+        elif a.startswith("vendor:"):
+            views.add(a)
+    return views
+
+
+def visible(audience: Sequence[str], caller_audience: str) -> bool:
+    """The authoritative audience rule (also used to re-check before serving)."""
+    if caller_audience == INTERNAL:
+        return INTERNAL in audience
+    if caller_audience.startswith("vendor:"):
+        return VENDORS in audience or caller_audience in audience
+    if caller_audience == VENDORS:
+        return VENDORS in audience
+    return False
+
+
+class LexicalTokenizer:
+    def __init__(self) -> None:
+        self._stemmer = Stemmer.Stemmer("english")
+
+    def __call__(self, text: str) -> list[str]:
+        words = [w for w in _TOKEN.findall(text.lower()) if w not in _STOPWORDS]
+        return list(self._stemmer.stemWords(words))
+
+
+@dataclass
+class _Catalog:
+    generation: str
+    chunks: list[Chunk]
+    ids: dict[str, int]
+    bm25: bm25s.BM25 | None
+    masks: dict[tuple[str, str], NDArray[np.float32]]
+    views: set[str]
+
+
+def make_chroma_client(data_dir: Path, chroma_url: str | None) -> Any:
+    """Embedded persistent Chroma under ``data_dir`` or a Chroma server; telemetry off."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if chroma_url:
+        url = urlparse(chroma_url)
+        return chromadb.HttpClient(host=url.hostname or "127.0.0.1", port=url.port or 8000,
+                                   ssl=url.scheme == "https", settings=chroma_settings)
+    path = data_dir / "chroma"
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+
+
+def _meta(chunk: Chunk) -> dict[str, Any]:
+    return {
+        "article_id": chunk.article_id, "version": chunk.version,
+        "content_sha256": chunk.content_sha256, "start": chunk.start, "end": chunk.end,
+        "heading_path": json.dumps(chunk.heading_path, ensure_ascii=False),
+        "anchor": chunk.anchor, "approved": chunk.approved, "title": chunk.title,
+        "audience": json.dumps(chunk.audience), "locale": chunk.locale, "risk": chunk.risk,
+        "tags": json.dumps(chunk.tags),
+    }
+
+
+def _from_meta(meta: dict[str, Any], text: str) -> Chunk:
+    return Chunk(
+        article_id=meta["article_id"], version=int(meta["version"]),
+        content_sha256=meta["content_sha256"], start=int(meta["start"]), end=int(meta["end"]),
+        heading_path=tuple(json.loads(meta["heading_path"])), anchor=meta["anchor"],
+        approved=bool(meta["approved"]), title=meta["title"],
+        audience=tuple(json.loads(meta["audience"])), locale=meta["locale"],
+        risk=meta["risk"], tags=tuple(json.loads(meta["tags"])), text=text,
+    )
+
+
+class ChunkIndex:
+    """Chroma (dense) + BM25 (lexical) over the chunks of served versions."""
+
+    def __init__(self, *, client: Any, embedder: Embedder, settings: IndexSettings,
+                 refresh_seconds: float = 1.0) -> None:
+        self.client = client
+        self.embedder = embedder
+        self.settings = settings
+        self.prefix = collection_prefix(embedder.model_name, settings)
+        self.refresh_seconds = refresh_seconds
+        self._tokenize = LexicalTokenizer()
+        self._lock = threading.Lock()
+        self._catalog: _Catalog | None = None
+        self._checked_at = 0.0
+        self._collections: dict[str, Any] = {}
+
+    # --- collections -----------------------------------------------------------------
+
+    def _config(self) -> dict[str, Any]:
+        s = self.settings
+        return {"hnsw": {"space": "cosine", "ef_search": s.hnsw_ef_search,
+                         "ef_construction": s.hnsw_ef_construction,
+                         "max_neighbors": s.hnsw_max_neighbors}}
+
+    def _name(self, view: str, locale: str) -> str:
+        return f"{self.prefix}--{_slug(view)}--{_slug(locale)}"
+
+    def _collection(self, view: str, locale: str, *, create: bool) -> Any | None:
+        name = self._name(view, locale)
+        col = self._collections.get(name)
+        if col is not None:
+            return col
+        if create:
+            col = self.client.get_or_create_collection(
+                name, embedding_function=None, configuration=self._config(),
+                metadata={"view": view, "locale": locale})
+        else:
+            try:
+                col = self.client.get_collection(name, embedding_function=None)
+            except Exception:  # chromadb raises NotFoundError/ValueError by version
+                return None
+        self._collections[name] = col
+        return col
+
+    def _all_collections(self) -> list[Any]:
+        out = []
+        for c in self.client.list_collections():
+            name = c if isinstance(c, str) else c.name
+            if name.startswith(self.prefix + "--"):
+                out.append(self.client.get_collection(name, embedding_function=None))
+        return out
+
+    def _state(self) -> Any:
+        return self.client.get_or_create_collection(
+            f"{self.prefix}--state", embedding_function=None,
+            metadata={"generation": "0"})
+
+    def generation(self) -> str:
+        meta = self._state().metadata or {}
+        return str(meta.get("generation", "0"))
+
+    def bump(self) -> None:
+        self._state().modify(metadata={"generation": f"{time.time_ns()}"})
+        self._catalog = None
+
+    # --- catalog (chunk metadata + BM25) ----------------------------------------------
+
+    def catalog(self) -> _Catalog:
+        """The in-memory catalog, rebuilt when another process changed the index."""
+        now = time.monotonic()
+        cat = self._catalog
+        if cat is not None and now - self._checked_at < self.refresh_seconds:
+            return cat
+        with self._lock:
+            gen = self.generation()
+            self._checked_at = time.monotonic()
+            if self._catalog is not None and self._catalog.generation == gen:
+                return self._catalog
+            self._catalog = self._load(gen)
+            return self._catalog
+
+    def _load(self, generation: str) -> _Catalog:
+        chunks: list[Chunk] = []
+        ids: dict[str, int] = {}
+        membership: dict[tuple[str, str], list[int]] = {}
+        views: set[str] = set()
+        self._collections.clear()
+        for col in self._all_collections():
+            if col.name.endswith("--state"):
+                continue
+            meta = col.metadata or {}
+            key = (str(meta.get("view")), str(meta.get("locale")))
+            views.add(key[0])
+            got = col.get(include=["metadatas", "documents"])
+            rows = membership.setdefault(key, [])
+            for cid, m, doc in zip(got["ids"], got["metadatas"], got["documents"], strict=True):
+                if cid not in ids:
+                    ids[cid] = len(chunks)
+                    chunks.append(_from_meta(dict(m), doc))
+                rows.append(ids[cid])
+        bm25 = None
+        if chunks:
+            bm25 = bm25s.BM25()
+            corpus = [self._tokenize(c.lexical_text()) or ["_"] for c in chunks]
+            bm25.index(corpus, show_progress=False)
+        masks = {}
+        for key, rows in membership.items():
+            mask = np.zeros(len(chunks), dtype=np.float32)
+            mask[rows] = 1.0
+            masks[key] = mask
+        return _Catalog(generation, chunks, ids, bm25, masks, views)
+
+    def manifest(self) -> dict[str, int]:
+        """Article id -> version number currently indexed."""
+        return {c.article_id: c.version for c in self.catalog().chunks}
+
+    def views(self) -> set[str]:
+        return self.catalog().views
+
+    def chunk(self, cid: str) -> Chunk | None:
+        cat = self.catalog()
+        i = cat.ids.get(cid)
+        return cat.chunks[i] if i is not None else None
+
+    # --- writes -----------------------------------------------------------------------
+
+    def replace(
+        self,
+        article_ids: Iterable[str],
+        chunks: Sequence[Chunk],
+        vectors: NDArray[np.float32] | None = None,
+    ) -> None:
+        """Replace every chunk of ``article_ids`` by ``chunks`` (embedding them unless
+        ``vectors`` is given), then bump the generation so all workers reload."""
+        ids = sorted(set(article_ids))
+        if vectors is None:
+            vectors = self.embedder.embed([c.embedding_text() for c in chunks])
+        self.write(ids, chunks, vectors)
+        self.bump()
+
+    def write(self, article_ids: list[str], chunks: Sequence[Chunk],
+               vectors: NDArray[np.float32]) -> None:
+        existing = {c.name: c for c in self._all_collections() if not c.name.endswith("--state")}
+        if article_ids:
+            for col in existing.values():
+                for i in range(0, len(article_ids), 500):
+                    col.delete(where={"article_id": {"$in": article_ids[i:i + 500]}})
+        vendor_views = {
+            str((c.metadata or {}).get("view")) for c in existing.values()
+            if str((c.metadata or {}).get("view", "")).startswith("vendor:")
+        }
+        new_vendors = {a for c in chunks for a in c.audience if a.startswith("vendor:")}
+        for vendor in sorted(new_vendors - vendor_views):
+            self._backfill_vendor_view(vendor, existing.values())
+        vendor_views |= new_vendors
+        by_key: dict[tuple[str, str], list[int]] = {}
+        for i, c in enumerate(chunks):
+            for view in chunk_views(c.audience, vendor_views):
+                by_key.setdefault((view, c.locale), []).append(i)
+        for (view, locale), rows in by_key.items():
+            col = self._collection(view, locale, create=True)
+            assert col is not None
+            for s in range(0, len(rows), 2000):
+                part = rows[s:s + 2000]
+                col.upsert(ids=[chunks[i].id for i in part], embeddings=vectors[part],
+                           metadatas=[_meta(chunks[i]) for i in part],
+                           documents=[chunks[i].text for i in part])
+
+    def _backfill_vendor_view(self, vendor: str, existing: Iterable[Any]) -> None:
+        """A vendor seen for the first time gets every chunk open to all vendors."""
+        for col in existing:
+            meta = col.metadata or {}
+            if meta.get("view") != VENDORS:
+                continue
+            got = col.get(include=["metadatas", "documents", "embeddings"])
+            if not got["ids"]:
+                continue
+            target = self._collection(vendor, str(meta.get("locale")), create=True)
+            assert target is not None
+            target.upsert(ids=got["ids"], embeddings=got["embeddings"],
+                          metadatas=got["metadatas"], documents=got["documents"])
+
+    def clear(self) -> None:
+        """Drop every collection of this model/chunking (``kb index rebuild``)."""
+        for col in self._all_collections():
+            self.client.delete_collection(col.name)
+        self._collections.clear()
+        self.bump()
+
+    # --- reads ------------------------------------------------------------------------
+
+    def dense(self, vector: NDArray[np.float32], *, view: str, locale: str,
+              n: int) -> list[tuple[str, float]]:
+        """(chunk id, cosine similarity), best first, from the caller's one collection."""
+        col = self._collection(view, locale, create=False)
+        if col is None:
+            return []
+        res = col.query(query_embeddings=[vector], n_results=n, include=["distances"])
+        return [(cid, 1.0 - float(d)) for cid, d in zip(res["ids"][0], res["distances"][0],
+                                                         strict=True)]
+
+    def lexical(self, query: str, *, view: str, locale: str,
+                n: int) -> list[tuple[str, float]]:
+        """(chunk id, BM25 score), best first, within the caller's view and locale."""
+        cat = self.catalog()
+        mask = cat.masks.get((view, locale))
+        tokens = self._tokenize(query)
+        if cat.bm25 is None or mask is None or not tokens:
+            return []
+        ids = cat.bm25.get_tokens_ids(tokens)
+        if not ids:
+            return []
+        scores = cat.bm25.get_scores_from_ids(ids, weight_mask=mask)
+        n = min(n, len(scores))
+        top = np.argpartition(-scores, n - 1)[:n]
+        top = top[np.argsort(-scores[top])]
+        return [(cat.chunks[i].id, float(scores[i])) for i in top if scores[i] > 0]
+
+
+def article_of(cid: str) -> str:
+    return parse_chunk_id(cid)[0]
