@@ -29,7 +29,7 @@ def kb(settings: Settings):  # type: ignore[no-untyped-def]
     def run(*args: str, code: int = 0) -> str:
         result = runner.invoke(app, list(args), env=env)
         assert result.exit_code == code, (args, result.output, result.exception)
-        return result.output
+        return result.stdout if "--json" in args else result.output
 
     return run
 
