@@ -1,0 +1,267 @@
+"""End-to-end: the real app, the real embedding model, real Chroma, on the demo KB.
+
+The demo content is synced into a fresh database, the bootstrap import approved, the index
+built, and every question goes through ``POST /v1/assist`` via TestClient.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+from typer.testing import CliRunner
+
+from api.app import create_app
+from api.cli import app as cli_app
+from assist import indexer
+from assist.runtime import make_assistant
+from kb import db, governance
+from kb.models import ArticleVersion, Flag
+from kb.settings import Settings
+from kb.sync import sync_folder
+
+CONTENT = Path(__file__).resolve().parent.parent / "content"
+VENDOR = {"X-Canon-Audience": "vendor:acme", "X-Canon-Caller": "agent-7@acme"}
+INTERNAL = {"X-Canon-Audience": "internal", "X-Canon-Caller": "staff-1"}
+
+# (question, expected article, expected section heading) — one per demo topic.
+TOPIC_QUESTIONS = [
+    ("Customer cancelled their annual plan after 20 days, do they get a refund?",
+     "refunds-annual-plans", None),
+    ("card payment failed, when will we retry the card?", "payments-failed-card-retries", None),
+    ("customer is being charged more because of the annual price rise, what do I say?",
+     "billing-price-rises", None),
+    ("customer wants to cancel within the 14 day cooling-off period", "cancel-cooling-off", None),
+    ("how much is the early termination charge if they leave mid contract?",
+     "cancel-early-termination-charges", None),
+    ("upgrade broadband from Fibre 150 to Fibre 500", "plans-broadband-upgrade", None),
+    ("customer forgot their password and can't log in", "account-password-reset", None),
+    ("is there an outage in the customer's area?", "outages-area-check", None),
+    ("router delivery hasn't arrived, where is the Hub 3?", "delivery-hub3-router", None),
+    ("engineer didn't turn up for the installation appointment",
+     "field-missed-engineer-appointment", None),
+    ("customer asks for a copy of all the personal data we hold on them",
+     "privacy-subject-access-request", None),
+    ("customer wants to make a formal complaint", "complaints-handling-procedure", None),
+    ("TV keeps buffering on the streaming app", "tv-buffering-troubleshooting", None),
+]
+OFF_TOPIC = [
+    "what's the weather going to be like in Manchester tomorrow?",
+    "who won the football last night?",
+    "give me a recipe for banana bread",
+]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("demo")
+    content = root / "content"
+    shutil.copytree(CONTENT, content)
+    settings = Settings(data_dir=root / ".canon", database_url=f"sqlite:///{root}/canon.db",
+                        content_dir=content)
+    engine = db.open_engine(settings)
+    with Session(engine, expire_on_commit=False) as s:
+        sync_folder(s, root=content, author="writer@brightwave.example")
+        governance.approve_all(s, approver="lead@brightwave.example")
+    assistant = make_assistant(settings, engine)
+    with Session(engine) as s:
+        indexer.refresh(s, assistant.index)
+    app = create_app(settings, assistant=assistant)
+    with TestClient(app) as client:
+        yield {"client": client, "engine": engine, "settings": settings, "content": content,
+               "assistant": assistant}
+    engine.dispose()
+
+
+def ask(demo: dict[str, Any], question: str, headers: dict[str, str] = VENDOR,
+        **body: Any) -> dict[str, Any]:
+    r = demo["client"].post("/v1/assist", json={"question": question, **body}, headers=headers)
+    assert r.status_code == 200, r.text
+    data: dict[str, Any] = r.json()
+    check_invariants(demo, data, headers["X-Canon-Audience"])
+    return data
+
+
+def check_invariants(demo: dict[str, Any], data: dict[str, Any], audience: str) -> None:
+    """Invariant 1 and 5 on every answer: byte-identical slices of the served version,
+    hashes match, audience allowed, high-risk only through approved blocks."""
+    with Session(demo["engine"]) as s:
+        for p in data["passages"]:
+            c = p["citation"]
+            served = governance.served_version(s, article_id=c["article_id"])
+            assert served is not None and served.number == c["version"]
+            assert served.content_sha256 == c["content_sha256"]
+            assert served.text[c["start"]:c["end"]] == p["text"]
+            assert hashlib.sha256(p["text"].encode()).hexdigest() == c["passage_sha256"]
+            aud = served.meta["audience"]
+            if audience == "internal":
+                assert "internal" in aud
+            else:
+                assert "vendors" in aud or audience in aud, (c["article_id"], aud)
+            if served.meta["risk"] == "high":
+                block = f"::: approved\n{p['text']}\n:::"
+                assert block in served.text, "high-risk text served outside an approved block"
+            assert c["section"][0] == served.meta["title"]
+
+
+@pytest.mark.parametrize(("question", "article", "section"), TOPIC_QUESTIONS)
+def test_topic_questions_get_the_right_article(demo: dict[str, Any], question: str,
+                                               article: str, section: str | None) -> None:
+    data = ask(demo, question, headers=INTERNAL)
+    found = [data["passages"][0]["citation"]["article_id"]] if data["passages"] else []
+    found += [f["article_id"] for f in (data["escalation"] or {}).get("found", [])]
+    assert article in found[:1], (data["status"], found)
+
+
+def test_answer_shape_and_citation_fields(demo: dict[str, Any]) -> None:
+    data = ask(demo, "how do I reset a customer's password?", top_k=2)
+    assert data["status"] == "answered" and 1 <= len(data["passages"]) <= 2
+    cit = data["passages"][0]["citation"]
+    assert set(cit) >= {"article_id", "title", "version", "content_sha256", "section", "anchor",
+                        "start", "end", "passage_sha256", "owner", "approved_at",
+                        "last_reviewed", "risk"}
+    r = demo["client"].get(f"/v1/articles/{cit['article_id']}", headers=VENDOR)
+    assert r.status_code == 200 and r.json()["version"] == cit["version"]
+
+
+def test_high_risk_serves_only_approved_blocks(demo: dict[str, Any]) -> None:
+    data = ask(demo, "customer cancelled an annual plan 20 days in, can they get money back?")
+    assert data["status"] == "answered"
+    high = [p for p in data["passages"] if p["citation"]["risk"] == "high"]
+    assert high, "expected the high-risk refunds article"
+    # check_invariants asserted each is exactly an approved block
+
+
+def test_stale_high_risk_escalates(demo: dict[str, Any]) -> None:
+    # disputes-billing-dispute-process is high-risk and overdue for review in the demo.
+    data = ask(demo, "customer says a charge on their bill is wrong and wants to dispute it")
+    assert data["status"] == "escalate" and data["passages"] == []
+    esc = data["escalation"]
+    assert esc["reason"] == "stale" and esc["team"] == "billing-tier2"
+    assert esc["found"][0]["article_id"] == "disputes-billing-dispute-process"
+
+
+def test_stale_low_risk_is_served_with_a_warning(demo: dict[str, Any]) -> None:
+    data = ask(demo, "how do I check if there is an outage in the customer's area?")
+    assert data["status"] == "answered"
+    assert data["passages"][0]["citation"]["article_id"] == "outages-area-check"
+    assert any(w["code"] == "stale" for w in data["warnings"])
+
+
+@pytest.mark.parametrize("question", OFF_TOPIC)
+def test_off_topic_is_no_answer_with_handoff(demo: dict[str, Any], question: str) -> None:
+    data = ask(demo, question)
+    assert data["status"] == "no_answer" and data["passages"] == []
+    esc = data["escalation"]
+    assert esc["team"] and esc["reason"] == "no_answer" and esc["question"] == question
+
+
+def test_vendor_never_receives_internal_passages(demo: dict[str, Any]) -> None:
+    """Property over many questions: ask every heading of every article as acme."""
+    with Session(demo["engine"]) as s:
+        versions = s.exec(select(ArticleVersion)).all()
+        questions = set()
+        for v in versions:
+            questions.add(v.meta["title"])
+            for line in v.text.splitlines():
+                if line.startswith("## "):
+                    questions.add(f"{line[3:]} {v.meta['title']}")
+    assert len(questions) > 200
+    for q in sorted(questions):
+        data = ask(demo, q)  # check_invariants asserts the audience of every passage
+        for f in (data["escalation"] or {}).get("found", []):
+            with Session(demo["engine"]) as s:
+                served = governance.served_version(s, article_id=f["article_id"])
+                assert served is not None
+                assert "vendors" in served.meta["audience"] or \
+                    "vendor:acme" in served.meta["audience"]
+
+
+def test_internal_only_article_is_hidden_from_vendor_article_endpoint(
+        demo: dict[str, Any]) -> None:
+    assert demo["client"].get("/v1/articles/fraud-detection-rules",
+                              headers=VENDOR).status_code == 404
+    assert demo["client"].get("/v1/articles/fraud-detection-rules",
+                              headers=INTERNAL).status_code == 200
+    assert demo["client"].get("/v1/articles/no-such-thing",
+                              headers=INTERNAL).status_code == 404
+
+
+def test_feedback_creates_a_flag_for_the_owner(demo: dict[str, Any]) -> None:
+    data = ask(demo, "how many devices can stream at once on Brightwave TV?")
+    assert data["status"] == "answered"
+    r = demo["client"].post(f"/v1/assist/{data['query_id']}/feedback",
+                            json={"helpful": False, "reason": "outdated",
+                                  "comment": "customer says the limit changed"},
+                            headers=VENDOR)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "flagged"
+    with Session(demo["engine"]) as s:
+        flag = s.get(Flag, body["flag_id"])
+        assert flag is not None
+        cit = data["passages"][0]["citation"]
+        assert (flag.article_id, flag.version_number, flag.start, flag.end) == (
+            cit["article_id"], cit["version"], cit["start"], cit["end"])
+        assert flag.owner == cit["owner"] and flag.reason == "outdated"
+    bad = demo["client"].post(f"/v1/assist/{data['query_id']}/feedback",
+                              json={"helpful": False}, headers=VENDOR)
+    assert bad.status_code == 422 and "reason" in bad.json()["detail"]
+    other = demo["client"].post(f"/v1/assist/{data['query_id']}/feedback",
+                                json={"helpful": False, "reason": "wrong"},
+                                headers={"X-Canon-Audience": "vendor:globex"})
+    assert other.status_code == 403
+    missing = demo["client"].post("/v1/assist/nope/feedback", json={"helpful": True},
+                                  headers=VENDOR)
+    assert missing.status_code == 404
+
+
+def test_replay_returns_exactly_the_served_text(demo: dict[str, Any]) -> None:
+    data = ask(demo, "customer wants to use card number 4111 1111 1111 1111 to pay the bill, "
+                     "email jo@example.com — which payment methods do we accept?")
+    assert data["status"] == "answered"
+    settings: Settings = demo["settings"]
+    env = {"KB_DATA_DIR": str(settings.data_dir),
+           "KB_DATABASE_URL": settings.resolved_database_url,
+           "KB_CONTENT_DIR": str(settings.content_dir)}
+    result = CliRunner().invoke(cli_app, ["audit", "replay", data["query_id"], "--json"],
+                                env=env)
+    assert result.exit_code == 0, result.output
+    import json
+
+    replay = json.loads(result.stdout)
+    assert [p["text"] for p in replay["passages"]] == [p["text"] for p in data["passages"]]
+    assert all(p["verified"] for p in replay["passages"])
+    assert "4111" not in replay["question"] and "jo@example.com" not in replay["question"]
+    assert "[CARD]" in replay["question"] and "[EMAIL]" in replay["question"]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [({"question": ""}, "question"),
+     ({"question": "x" * 2001}, "question"),
+     ({"question": "refund\x00please"}, "control characters"),
+     ({"question": "refund", "top_k": 11}, "top_k"),
+     ({"question": "refund", "locale": "not a locale"}, "locale")],
+)
+def test_bad_questions_get_clear_422(demo: dict[str, Any], body: dict[str, Any],
+                                     fragment: str) -> None:
+    r = demo["client"].post("/v1/assist", json=body, headers=VENDOR)
+    assert r.status_code == 422 and fragment in r.text
+
+
+def test_missing_audience_is_401(demo: dict[str, Any]) -> None:
+    r = demo["client"].post("/v1/assist", json={"question": "refund"})
+    assert r.status_code == 401 and "X-Canon-Audience" in r.text
+
+
+def test_health_probes(demo: dict[str, Any]) -> None:
+    assert demo["client"].get("/healthz").json() == {"status": "ok"}
+    ready = demo["client"].get("/readyz")
+    assert ready.status_code == 200 and ready.json()["database"] == "ok"

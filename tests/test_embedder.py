@@ -1,0 +1,162 @@
+"""NumPy MiniLM embedder: parity with sentence-transformers and batching behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from assist.embedder import MODEL_NAME, MiniLMEmbedder, as_llama_index_embedding
+
+FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.json"
+ROOT = Path(__file__).resolve().parents[1]
+
+MIXED = [
+    "How do I reset my password?",
+    "?",
+    " ".join(["Refunds are processed within ten business days of approval."] * 40),
+    "Café crème à Zürich",
+    "Escalate to tier two when the customer reports a duplicate charge on the same invoice.",
+    "",
+    "cancel",
+    "Shipping delays caused by the carrier are not eligible for compensation vouchers.",
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> MiniLMEmbedder:
+    return MiniLMEmbedder().load()
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(FIXTURE.read_text("utf-8"))
+    return data
+
+
+def test_matches_sentence_transformers(embedder: MiniLMEmbedder, reference: dict[str, Any]) -> None:
+    assert reference["model"] == embedder.model_name == MODEL_NAME
+    sentences: list[str] = reference["sentences"]
+    expected = np.asarray(reference["vectors"], dtype=np.float64)
+    assert expected.shape == (len(sentences), 384)
+    # The fixture covers truncation (> 256 tokens), unicode and near-empty input.
+    assert max(len(s) for s in sentences) > 1500
+    got = embedder.embed(sentences).astype(np.float64)
+    cos = (got * expected).sum(axis=1) / (
+        np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
+    )
+    diff = np.abs(got - expected).max(axis=1)
+    for i, sentence in enumerate(sentences):
+        assert cos[i] >= 0.99999, (sentence, cos[i])
+        assert diff[i] <= 1e-4, (sentence, diff[i])
+
+
+def test_shape_dtype_and_normalisation(embedder: MiniLMEmbedder) -> None:
+    vecs = embedder.embed(MIXED)
+    assert vecs.shape == (len(MIXED), embedder.dim) == (len(MIXED), 384)
+    assert vecs.dtype == np.float32
+    assert vecs.flags.c_contiguous
+    assert np.all(np.isfinite(vecs))
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    query = embedder.embed_query("reset password")
+    assert query.shape == (384,)
+    assert query.dtype == np.float32
+
+
+def test_order_preserved_across_mixed_length_batches(embedder: MiniLMEmbedder) -> None:
+    singles = np.stack([embedder.embed_query(t) for t in MIXED])
+    for batch_size in (1, 3, 32):
+        batched = embedder.embed(MIXED, batch_size=batch_size)
+        np.testing.assert_allclose(batched, singles, atol=1e-5)
+    # Distinct texts really land in distinct rows (not merely similar vectors).
+    sims = singles @ singles.T
+    assert np.array_equal(sims.argmax(axis=1), np.arange(len(MIXED)))
+    reversed_vecs = embedder.embed(MIXED[::-1], batch_size=2)
+    np.testing.assert_allclose(reversed_vecs[::-1], singles, atol=1e-5)
+
+
+def test_batch_matches_single_query(embedder: MiniLMEmbedder) -> None:
+    texts = [
+        f"Ticket {i}: customer asks about invoice {i * 7} and " + "late fees " * i
+        for i in range(20)
+    ]
+    batched = embedder.embed(texts, batch_size=8)
+    for text, row in zip(texts, batched, strict=True):
+        single = embedder.embed_query(text)
+        assert float(single @ row) >= 0.99999
+        np.testing.assert_allclose(single, row, atol=1e-5)
+
+
+def test_whitespace_is_stripped_like_sentence_transformers(embedder: MiniLMEmbedder) -> None:
+    np.testing.assert_allclose(
+        embedder.embed_query("  refund policy \n"),
+        embedder.embed_query("refund policy"),
+        atol=1e-6,
+    )
+
+
+def test_truncates_to_max_seq_length(embedder: MiniLMEmbedder) -> None:
+    assert embedder.max_seq_length == 256
+    base = "word " * 300
+    np.testing.assert_allclose(
+        embedder.embed_query(base + "totally different ending"),
+        embedder.embed_query(base),
+        atol=1e-6,
+    )
+
+
+def test_empty_input(embedder: MiniLMEmbedder) -> None:
+    vecs = embedder.embed([])
+    assert vecs.shape == (0, 384)
+    assert vecs.dtype == np.float32
+
+
+def test_rejects_bare_string_and_bad_batch_size(embedder: MiniLMEmbedder) -> None:
+    with pytest.raises(TypeError):
+        embedder.embed("not a list")
+    with pytest.raises(ValueError):
+        embedder.embed(["x"], batch_size=0)
+
+
+def test_loads_lazily(tmp_path: Path) -> None:
+    missing = MiniLMEmbedder(model_dir=tmp_path / "missing")  # constructing reads nothing
+    assert missing.dim == 384
+    assert missing.embed([]).shape == (0, 384)
+    with pytest.raises(FileNotFoundError):
+        missing.embed(["hello"])
+
+
+def test_default_model_dir_is_the_bundled_package() -> None:
+    model_dir = MiniLMEmbedder().model_dir
+    assert model_dir.name == "model"
+    assert (model_dir / "model.safetensors").is_file()
+    assert (model_dir / "tokenizer.json").is_file()
+
+
+def test_never_imports_torch() -> None:
+    code = (
+        "import sys\n"
+        "from assist.embedder import MiniLMEmbedder\n"
+        "MiniLMEmbedder().embed(['hello world'])\n"
+        "bad = {'torch', 'sentence_transformers', 'transformers'} & set(sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_llama_index_adapter(embedder: MiniLMEmbedder) -> None:
+    wrapped = as_llama_index_embedding(embedder)
+    assert wrapped.model_name == MODEL_NAME
+    expected = embedder.embed(["refund window", "late delivery"])
+    query = wrapped.get_query_embedding("refund window")
+    np.testing.assert_allclose(query, expected[0], atol=1e-6)
+    texts = wrapped.get_text_embedding_batch(["refund window", "late delivery"])
+    np.testing.assert_allclose(np.asarray(texts), expected, atol=1e-6)
+    async_query = asyncio.run(wrapped.aget_query_embedding("late delivery"))
+    np.testing.assert_allclose(async_query, expected[1], atol=1e-6)
