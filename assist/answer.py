@@ -281,6 +281,8 @@ class Assistant:
         seen: list[tuple[str, int, int]] = []
         for c in valid:
             info = infos[c.chunk.article_id]
+            if c is not top and (c.dense is None or c.dense < cfg.min_score):
+                continue  # only the best passage may stand on lexical evidence alone
             if info.freshness.stale and info.meta.get("risk") == "high":
                 continue  # never serve stale high-risk text, even lower down
             span = (c.chunk.article_id, c.chunk.start, c.chunk.end)
@@ -300,15 +302,18 @@ class Assistant:
 
     def _rival(self, top: Candidate, valid: list[Candidate],
                infos: dict[str, ServedInfo]) -> Candidate | None:
-        """A close runner-up from another article whose approved language conflicts."""
+        """A runner-up from another article, about as close to the question (cosine within
+        ``ambiguity_margin``), whose approved language states different numbers."""
         margin = self.settings.answer.ambiguity_margin
         if not top.chunk.approved:
             return None
         top_meta = infos[top.chunk.article_id].meta
         related = {top.chunk.article_id, (top_meta.get("extra") or {}).get("translation_of")}
+        top_sim = top.dense if top.dense is not None else top.score
         for c in valid[1:]:
-            if top.score - c.score > margin:
-                return None
+            sim = c.dense if c.dense is not None else c.score
+            if top_sim - sim > margin:
+                continue
             if c.chunk.article_id in related or not c.chunk.approved:
                 continue
             other = (infos[c.chunk.article_id].meta.get("extra") or {}).get("translation_of")

@@ -40,7 +40,7 @@ class AnswerSettings(BaseModel):
     default_top_k: int = 3
     max_top_k: int = 10
     min_score: float = 0.35  # abstain when the best dense similarity is lower
-    ambiguity_margin: float = 0.04  # fused-score gap under which two policies compete
+    ambiguity_margin: float = 0.08  # cosine gap under which two policies compete
     withhold_stale_high_risk: bool = True
     warn_stale: bool = True
     default_escalation_team: str = "support-tier2"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,25 @@ from kb import db
 from kb.settings import Settings
 
 PG_URL = os.environ.get("KB_TEST_DATABASE_URL")
+_LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost"}
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> Any:
+    """No test may reach the network: only loopback and Unix sockets are allowed."""
+    if isinstance(address, tuple) and address and address[0] not in _LOCAL_HOSTS:
+        raise OSError(f"network access blocked in tests: tried to connect to {address!r}")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network() -> Iterator[None]:
+    """Runs the whole suite with outbound connections blocked (the product is offline)."""
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["ANONYMIZED_TELEMETRY"] = "False"
+    yield
+    socket.socket.connect = _real_connect  # type: ignore[method-assign]
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 

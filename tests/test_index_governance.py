@@ -1,0 +1,304 @@
+"""The index follows governance, and the answer path never trusts it blindly.
+
+Real model, real Chroma (persistent, in tmp_path), real database (SQLite, and PostgreSQL when
+KB_TEST_DATABASE_URL is set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+from typer.testing import CliRunner
+
+from api.cli import app as cli_app
+from assist import indexer
+from assist.answer import Assistant, Question, conflicting, quantities
+from assist.embedder import MiniLMEmbedder
+from assist.runtime import make_assistant, make_index
+from kb import governance
+from kb.settings import Settings
+from kb.sync import sync_folder
+
+from .conftest import article_text, write_article
+
+_EMBEDDER = MiniLMEmbedder()
+
+REFUND_BODY = """\
+# Refund window
+## Eligibility
+Annual plan customers can ask for a refund in the first weeks.
+
+::: approved
+Customers can get a full refund within 30 days of buying an annual plan.
+:::
+"""
+ROUTER_BODY = """\
+# Router lights
+## What the lights mean
+A solid white light on the Hub 3 router means the connection is working. A flashing
+orange light means the router is still starting up; wait five minutes.
+"""
+
+
+@pytest.fixture
+def kb(settings: Settings, engine: Engine, content_dir: Path) -> Iterator[dict[str, Any]]:
+    write_article(
+        content_dir,
+        "refund-window",
+        risk="high",
+        title="Refund window",
+        audience=["internal", "vendors"],
+        escalate_to="billing-tier2",
+        body=REFUND_BODY,
+    )
+    write_article(
+        content_dir,
+        "router-lights",
+        title="Router lights",
+        audience=["internal", "vendors"],
+        owner="network-ops",
+        body=ROUTER_BODY,
+    )
+    write_article(
+        content_dir,
+        "staff-bonus",
+        title="Staff bonus",
+        audience=["internal"],
+        owner="hr",
+        body="# Staff bonus\n## Rules\nThe staff bonus for router sales is £5 per router sold.\n",
+    )
+    index = make_index(settings, embedder=_EMBEDDER)
+    assistant = make_assistant(settings, engine, index)
+    with Session(engine, expire_on_commit=False) as s:
+        sync_folder(s, root=content_dir, author="writer")
+        governance.approve_all(s, approver="lead")
+        indexer.refresh(s, index)
+    yield {"assistant": assistant, "engine": engine, "content": content_dir, "settings": settings}
+
+
+def _ask(a: Assistant, text: str, audience: str = "vendor:acme", **kw: Any) -> Any:
+    return a.ask(Question(text=text, audience=audience, caller="test", **kw))
+
+
+def _refresh(kb: dict[str, Any], ids: list[str] | None = None) -> indexer.RefreshReport:
+    with Session(kb["engine"]) as s:
+        return indexer.refresh(s, kb["assistant"].index, article_ids=ids)
+
+
+def _sync(kb: dict[str, Any]) -> None:
+    with Session(kb["engine"], expire_on_commit=False) as s:
+        sync_folder(s, root=kb["content"], author="writer")
+
+
+def _approve(kb: dict[str, Any], article_id: str) -> None:
+    with Session(kb["engine"], expire_on_commit=False) as s:
+        governance.approve(s, article_id=article_id, approver="lead")
+
+
+def test_edit_keeps_old_text_until_approved(kb: dict[str, Any]) -> None:
+    a = kb["assistant"]
+    (kb["content"] / "router-lights.md").write_text(
+        article_text(
+            "router-lights",
+            title="Router lights",
+            audience=["internal", "vendors"],
+            owner="network-ops",
+            body=ROUTER_BODY.replace("solid white", "solid blue"),
+        )
+    )
+    _sync(kb)
+    report = _refresh(kb)
+    assert not report.changed  # a pending version is never indexed
+    r = _ask(a, "what does the light on the hub 3 router mean?")
+    assert r.status == "answered" and "solid white" in r.passages[0].text
+    assert r.passages[0].citation.version == 1
+
+    _approve(kb, "router-lights")
+    # Approved but the index not yet updated (e.g. a crash): the old chunk is not served.
+    r = _ask(a, "what does the light on the hub 3 router mean?")
+    assert all(p.citation.article_id != "router-lights" for p in r.passages)
+    report = _refresh(kb)  # the next sync/refresh repairs it
+    assert report.indexed == [("router-lights", 2)]
+    r = _ask(a, "what does the light on the hub 3 router mean?")
+    assert "solid blue" in r.passages[0].text and r.passages[0].citation.version == 2
+
+
+def test_retired_article_is_never_served(kb: dict[str, Any]) -> None:
+    a = kb["assistant"]
+    with Session(kb["engine"], expire_on_commit=False) as s:
+        governance.retire(s, article_id="router-lights", by="lead")
+    # index not refreshed yet: still never served
+    r = _ask(a, "what does the light on the hub 3 router mean?")
+    assert all(p.citation.article_id != "router-lights" for p in r.passages)
+    assert _refresh(kb, ["router-lights"]).removed == ["router-lights"]
+    assert "router-lights" not in a.index.manifest()
+    r = _ask(a, "what does the light on the hub 3 router mean?")
+    assert all(p.citation.article_id != "router-lights" for p in r.passages)
+
+
+def test_high_risk_serves_only_the_approved_block(kb: dict[str, Any]) -> None:
+    r = _ask(kb["assistant"], "can an annual plan customer get a refund?")
+    assert r.status == "answered"
+    assert r.passages[0].text == (
+        "Customers can get a full refund within 30 days of buying an annual plan."
+    )
+    assert all("first weeks" not in p.text for p in r.passages)
+
+
+def test_vendor_view_holds_no_internal_chunks(kb: dict[str, Any]) -> None:
+    index = kb["assistant"].index
+    assert index.views() == {"internal", "vendors"}
+    r = _ask(kb["assistant"], "how much is the staff bonus for router sales?")
+    assert all(p.citation.article_id != "staff-bonus" for p in r.passages)
+    r = _ask(kb["assistant"], "how much is the staff bonus for router sales?", audience="internal")
+    assert r.passages[0].citation.article_id == "staff-bonus"
+    vendor_ids = {
+        cid
+        for cid, _ in index.dense(
+            _EMBEDDER.embed_query("staff bonus"), view="vendors", locale="en", n=10
+        )
+    }
+    assert vendor_ids and not any(c.startswith("staff-bonus|") for c in vendor_ids)
+
+
+def test_audience_is_rechecked_against_the_database(kb: dict[str, Any]) -> None:
+    """The approved version narrows the audience but the index still has the old chunks."""
+    (kb["content"] / "router-lights.md").write_text(
+        article_text(
+            "router-lights",
+            title="Router lights",
+            audience=["internal"],
+            owner="network-ops",
+            body=ROUTER_BODY,
+        )
+    )
+    _sync(kb)
+    _approve(kb, "router-lights")
+    # Simulate a stale index that still lists version 2 as vendor-visible.
+    with Session(kb["engine"]) as s:
+        v2 = governance.get_version(s, article_id="router-lights", number=2)
+    from assist.chunks import chunk_version
+
+    stale_chunks = [
+        c.__class__(**{**c.__dict__, "audience": ("internal", "vendors")})
+        for c in chunk_version(
+            article_id="router-lights", version=2, content_sha256=v2.content_sha256, text=v2.text
+        )
+    ]
+    kb["assistant"].index.replace(["router-lights"], stale_chunks)
+    r = _ask(kb["assistant"], "what does the light on the hub 3 router mean?")
+    assert all(p.citation.article_id != "router-lights" for p in r.passages)
+    _refresh(kb)
+
+
+def test_vendor_specific_article_gets_its_own_view(kb: dict[str, Any]) -> None:
+    write_article(
+        kb["content"],
+        "acme-hours",
+        audience=["internal", "vendor:acme"],
+        body="# Acme hours\n## Opening hours\nThe Acme queue is open 8am to 10pm.\n",
+    )
+    _sync(kb)
+    _approve(kb, "acme-hours")
+    _refresh(kb)
+    a = kb["assistant"]
+    assert a.index.views() == {"internal", "vendors", "vendor:acme"}
+    r = _ask(a, "what are the acme queue opening hours?")
+    assert r.passages[0].citation.article_id == "acme-hours"
+    # vendor:acme still sees what all vendors see (backfilled into its view)
+    r = _ask(a, "what does the light on the hub 3 router mean?")
+    assert r.passages[0].citation.article_id == "router-lights"
+    r = _ask(a, "what are the acme queue opening hours?", audience="vendor:globex")
+    assert all(p.citation.article_id != "acme-hours" for p in r.passages)
+
+
+def test_conflicting_approved_policies_escalate_as_ambiguous(kb: dict[str, Any]) -> None:
+    write_article(
+        kb["content"],
+        "refund-window-promo",
+        risk="high",
+        title="Refund window (promotions)",
+        audience=["internal", "vendors"],
+        escalate_to="billing-tier2",
+        body=REFUND_BODY.replace("30 days", "14 days").replace(
+            "# Refund window", "# Refund window (promotions)"
+        ),
+    )
+    _sync(kb)
+    _approve(kb, "refund-window-promo")
+    _refresh(kb)
+    r = _ask(
+        kb["assistant"], "how many days does an annual plan customer have to get a full refund?"
+    )
+    assert r.status == "escalate" and r.passages == []
+    assert r.escalation is not None and r.escalation.reason == "ambiguous"
+    assert {f["article_id"] for f in r.escalation.found} == {"refund-window", "refund-window-promo"}
+
+
+def test_quantity_conflicts() -> None:
+    assert quantities("within 30 days, fee £50 and 2 weeks") >= {
+        ("day", "30"),
+        ("£", "50"),
+        ("week", "2"),
+    }
+    assert conflicting("refund within 30 days", "refund within 14 days")
+    assert not conflicting("refund within 30 days", "refund within 30 days or 2 weeks")
+    assert not conflicting("refund within 30 days", "a fee of £50")
+
+
+def test_locale_fallback(kb: dict[str, Any]) -> None:
+    write_article(
+        kb["content"],
+        "router-lights-es",
+        audience=["internal", "vendors"],
+        owner="network-ops",
+        locale="es",
+        translation_of="router-lights",
+        body="# Luces del router\n## Qué significan\nUna luz blanca fija en el "
+        "router Hub 3 significa que la conexión funciona.\n",
+    )
+    _sync(kb)
+    _approve(kb, "router-lights-es")
+    _refresh(kb)
+    a = kb["assistant"]
+    r = _ask(a, "¿qué significa la luz blanca del router Hub 3?", locale="es")
+    assert r.passages[0].citation.article_id == "router-lights-es"
+    assert r.passages[0].citation.locale == "es"
+    r = _ask(a, "what does the light on the hub 3 router mean?", locale="fr")
+    assert r.passages[0].citation.article_id == "router-lights"
+    assert any(w["code"] == "locale_fallback" for w in r.warnings)
+
+
+def test_index_rebuild_and_status_cli(kb: dict[str, Any]) -> None:
+    settings: Settings = kb["settings"]
+    env = {
+        "KB_DATA_DIR": str(settings.data_dir),
+        "KB_DATABASE_URL": settings.resolved_database_url,
+        "KB_CONTENT_DIR": str(settings.content_dir),
+    }
+    runner = CliRunner()
+    before = kb["assistant"].index.manifest()
+    result = runner.invoke(cli_app, ["index", "rebuild"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "3 articles indexed" in result.output
+    status = runner.invoke(cli_app, ["index", "status", "--json"], env=env)
+    assert status.exit_code == 0 and '"out_of_date": []' in status.stdout
+    kb["assistant"].index._checked_at = 0.0  # let this process notice the new generation
+    assert kb["assistant"].index.manifest() == before
+
+
+def test_collection_name_encodes_model_and_chunking(settings: Settings) -> None:
+    index = make_index(settings, embedder=_EMBEDDER)
+    assert index.prefix == "canon-all-minilm-l6-v2-c1200-k1"
+    other = make_index(
+        settings.model_copy(
+            update={"index": settings.index.model_copy(update={"chunk_max_chars": 600})}
+        ),
+        embedder=_EMBEDDER,
+    )
+    assert other.prefix != index.prefix
