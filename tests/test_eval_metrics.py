@@ -46,8 +46,10 @@ def res(
                       ranked_articles=ranked, expected_articles=expected, **fields)
 
 
-def unanswerable(case_id: str, status: str = "escalate", **kw: Any) -> CaseResult:
-    return res(case_id, status=status, ranked=(), expected=(), answerable=False, **kw)
+def unanswerable(
+    case_id: str, status: str = "escalate", ranked: tuple[str, ...] = (), **kw: Any
+) -> CaseResult:
+    return res(case_id, status=status, ranked=ranked, expected=(), answerable=False, **kw)
 
 
 def test_distinct_preserves_first_occurrence_order() -> None:

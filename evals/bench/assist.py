@@ -1,0 +1,205 @@
+"""Benchmark the answer path on the demo KB scaled to ~10,000 chunks.
+
+    python -m evals.bench.assist [--chunks 10000] [--queries 300] [--skip-server]
+
+Prints, in one run:
+- ingest: pure embedding time of every chunk vs a full index build (chunk + embed + Chroma
+  writes), and their ratio (target <= 1.25);
+- the floor: one query embedding + one Chroma query, p50/p95;
+- the answer path (what /v1/assist runs server-side, audit write included) p50/p95 at
+  concurrency 1, and the ratio of its p50 to the floor's (target <= 1.3; p95 <= 25 ms);
+- `kb serve` on 127.0.0.1 with one worker at concurrency 8: req/s and p50/p99 (target >= 150
+  req/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from sqlmodel import Session, select
+
+ROOT = Path(__file__).resolve().parents[2]
+WORDS = (
+    "account broadband router engineer refund invoice payment contract outage fibre "
+    "television device password delivery parcel complaint discount upgrade speed "
+    "installation appointment voucher credit direct debit bill tariff region signal "
+    "wifi cable socket modem exchange customer agent queue transfer notice period "
+    "loyalty bundle channel subscription sport cinema kids licence priority fault"
+).split()  # noqa: SIM905
+
+
+def generate(root: Path, n_articles: int, seed: int = 11) -> None:
+    rng = random.Random(seed)
+    for i in range(n_articles):
+        topic = rng.sample(WORDS, 3)
+        title = f"{topic[0].title()} {topic[1]} guide {i}"
+        audience = "[internal, vendors]" if rng.random() < 0.6 else "[internal]"
+        sections = []
+        for j in range(5):
+            words = " ".join(rng.choice(WORDS) for _ in range(55))
+            sections.append(f"## {rng.choice(WORDS).title()} {topic[2]} step {j}\n"
+                            f"When the customer asks about {topic[0]} {topic[1]}, {words}. "
+                            f"Allow {rng.randint(2, 60)} days.\n")
+        (root / f"gen-{i:05d}.md").write_text(
+            f"---\nid: gen-{i:05d}\ntitle: {title}\nowner: team-{i % 7}\nreview_every: 1y\n"
+            f"audience: {audience}\n---\n# {title}\nOverview of {topic[0]} and {topic[1]}.\n\n"
+            + "\n".join(sections), encoding="utf-8")
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def load(url: str, bodies: list[dict[str, str]], concurrency: int,
+               seconds: float) -> tuple[int, list[float], float]:
+    import httpx
+
+    latencies: list[float] = []
+    headers = {"X-Canon-Audience": "internal", "X-Canon-Caller": "bench"}
+    stop = time.perf_counter() + seconds
+    count = 0
+
+    async def worker(k: int) -> None:
+        nonlocal count
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            i = k
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                r = await client.post("/v1/assist", json=bodies[i % len(bodies)],
+                                      headers=headers)
+                latencies.append((time.perf_counter() - t) * 1000)
+                r.raise_for_status()
+                count += 1
+                i += concurrency
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    return count, latencies, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chunks", type=int, default=10_000)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--skip-server", action="store_true")
+    args = ap.parse_args()
+
+    from assist import indexer
+    from assist.chunks import chunk_version
+    from assist.runtime import make_assistant
+    from kb import db, governance
+    from kb.governance import served_numbers
+    from kb.models import ArticleVersion
+    from kb.settings import Settings
+    from kb.sync import sync_folder
+
+    tmp = Path(tempfile.mkdtemp(prefix="canon-bench-"))
+    content = tmp / "content"
+    shutil.copytree(ROOT / "content", content)
+    generated = content / "generated"
+    generated.mkdir()
+    generate(generated, max(0, (args.chunks - 300) // 6))
+    settings = Settings(data_dir=tmp / ".canon", content_dir=content)
+    engine = db.open_engine(settings)
+    with Session(engine, expire_on_commit=False) as s:
+        sync_folder(s, root=content, author="bench-writer")
+        governance.approve_all(s, approver="bench-approver")
+        served = served_numbers(s)
+        chunks = []
+        for v in s.exec(select(ArticleVersion)).all():
+            if served.get(v.article_id) == v.number:
+                chunks.extend(chunk_version(article_id=v.article_id, version=v.number,
+                                            content_sha256=v.content_sha256, text=v.text))
+    print(f"knowledge base: {len(served)} served articles, {len(chunks)} chunks")
+
+    assistant = make_assistant(settings, engine)
+    emb = assistant.index.embedder
+    emb.embed(["warm up"])
+    t0 = time.perf_counter()
+    emb.embed([c.embedding_text() for c in chunks], batch_size=64)
+    pure = time.perf_counter() - t0
+    with Session(engine) as s:
+        t0 = time.perf_counter()
+        indexer.rebuild(s, assistant.index)
+        ingest = time.perf_counter() - t0
+    print(f"ingest: pure embedding {pure:.1f}s ({len(chunks) / pure:.0f} chunks/s), full "
+          f"index build {ingest:.1f}s, ratio {ingest / pure:.2f} (target <= 1.25)")
+
+    suite = yaml.safe_load((ROOT / "evals/suites/demo.yaml").read_text())
+    questions = [c["question"] for c in suite][: args.queries]
+    index = assistant.index
+    index.catalog()
+    col = index._collection("internal", "en", create=False)
+    assert col is not None
+    floor = []
+    for q in questions:
+        t = time.perf_counter()
+        vec = emb.embed_query(q)
+        col.query(query_embeddings=[vec], n_results=settings.retrieval.candidates,
+                  include=["distances"])
+        floor.append((time.perf_counter() - t) * 1000)
+    from assist.answer import Question
+
+    for q in questions[:20]:
+        assistant.ask(Question(text=q, audience="internal", caller="bench"))
+    path = []
+    for q in questions:
+        t = time.perf_counter()
+        assistant.ask(Question(text=q, audience="internal", caller="bench"))
+        path.append((time.perf_counter() - t) * 1000)
+    f50, p50, p95 = pct(floor, 50), pct(path, 50), pct(path, 95)
+    print(f"floor (embed + 1 Chroma query): p50 {f50:.2f} ms, p95 {pct(floor, 95):.2f} ms")
+    print(f"answer path, concurrency 1:     p50 {p50:.2f} ms, p95 {p95:.2f} ms; "
+          f"p50/floor {p50 / f50:.2f} (target <= 1.3), p95 target <= 25 ms")
+
+    if not args.skip_server:
+        port = free_port()
+        env = {**os.environ, "KB_DATA_DIR": str(settings.data_dir),
+               "KB_CONTENT_DIR": str(content)}
+        server = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(port)], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            import httpx
+
+            for _ in range(600):
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+            bodies = [{"question": q} for q in questions]
+            asyncio.run(load(url, bodies, 8, 3.0))  # warm up
+            n, lat, wall = asyncio.run(load(url, bodies, 8, args.seconds))
+            print(f"kb serve, 1 worker, concurrency 8: {n / wall:.0f} req/s, p50 "
+                  f"{pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms (target >= 150 req/s)")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    engine.dispose()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
