@@ -31,13 +31,14 @@ import yaml
 from sqlmodel import Session, select
 
 ROOT = Path(__file__).resolve().parents[2]
-WORDS = (
+_WORDS = (
     "account broadband router engineer refund invoice payment contract outage fibre "
     "television device password delivery parcel complaint discount upgrade speed "
     "installation appointment voucher credit direct debit bill tariff region signal "
     "wifi cable socket modem exchange customer agent queue transfer notice period "
     "loyalty bundle channel subscription sport cinema kids licence priority fault"
-).split()  # noqa: SIM905
+)
+WORDS = _WORDS.split()
 
 
 def generate(root: Path, n_articles: int, seed: int = 11) -> None:
