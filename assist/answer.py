@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlmodel import Session, col, select
 
 from assist.chunks import passage_sha256
@@ -22,11 +22,12 @@ from assist.index import ChunkIndex, caller_view, visible
 from assist.redact import redact
 from assist.retrieve import Candidate, retrieve
 from kb import audit
-from kb.governance import ServedInfo, served_info
-from kb.models import ArticleVersion, QueryLog, utcnow
+from kb.governance import ServedInfo, governance_tick, served_info
+from kb.models import ArticleVersion, utcnow
 from kb.settings import Settings
 
 ANSWERED, ESCALATE, NO_ANSWER = "answered", "escalate", "no_answer"
+SHORTLIST = 15  # distinct articles re-checked against the database per question
 
 _QUANTITY = re.compile(
     r"(?P<cur>[£€$])\s?(?P<amount>\d+(?:[.,]\d+)?)"
@@ -121,17 +122,40 @@ class Assistant:
         self.index = index
         self.settings = settings
         self._texts: dict[tuple[str, int, str], str] = {}  # versions are immutable
+        # Served-version facts, valid while the database's governance clock is unchanged.
+        self._served: dict[str, ServedInfo | None] = {}
+        self._tick: int | None = None
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _version_texts(self, session: Session, keys: set[tuple[str, int, str]]) -> None:
+    def _served_infos(self, conn: Connection, article_ids: list[str]) -> dict[str, ServedInfo]:
+        """What the database serves now for these articles.
+
+        One tiny query reads the governance clock; only if it moved (an approval, review or
+        retirement committed) or an article was never looked up are the facts re-read.
+        """
+        tick = governance_tick(conn)
+        if tick != self._tick:
+            self._served, self._tick = {}, tick
+        missing = [a for a in article_ids if a not in self._served]
+        if missing:
+            with Session(bind=conn) as session:
+                found = served_info(session, article_ids=missing)
+            for a in missing:
+                self._served[a] = found.get(a)
+        now = utcnow()
+        return {a: info.at(now) for a in article_ids
+                if (info := self._served.get(a)) is not None}
+
+    def _version_texts(self, conn: Connection, keys: set[tuple[str, int, str]]) -> None:
         missing = [k for k in keys if k not in self._texts]
         if not missing:
             return
-        rows = session.exec(
-            select(ArticleVersion).where(
-                col(ArticleVersion.article_id).in_({a for a, _, _ in missing}))
-        ).all()
+        with Session(bind=conn) as session:
+            rows = session.exec(
+                select(ArticleVersion).where(
+                    col(ArticleVersion.article_id).in_({a for a, _, _ in missing}))
+            ).all()
         for v in rows:
             self._texts[(v.article_id, v.number, v.content_sha256)] = v.text
 
@@ -206,15 +230,18 @@ class Assistant:
                                f"'{cfg.default_locale}' text"})
                 candidates = fallback
 
-        with Session(self.engine, expire_on_commit=False) as session:
-            infos = served_info(session, article_ids=[c.chunk.article_id for c in candidates])
-            self._version_texts(session, {(i.article_id, i.version, i.content_sha256)
+        # Only the best few articles can reach the answer; check those against the database.
+        shortlist = list(dict.fromkeys(c.chunk.article_id for c in candidates))[:SHORTLIST]
+        candidates = [c for c in candidates if c.chunk.article_id in set(shortlist)]
+        with self.engine.connect() as conn:
+            infos = self._served_infos(conn, shortlist)
+            self._version_texts(conn, {(i.article_id, i.version, i.content_sha256)
                                           for i in infos.values()})
             valid = [c for c in candidates
                      if self._valid(c, infos.get(c.chunk.article_id), q.audience)]
             self._decide(result, valid, infos, redacted, top_k)
             result.latency_ms = round((time.perf_counter() - t0) * 1000, 3)
-            audit.record_query(session, QueryLog(
+            audit.record_query(conn, dict(
                 id=query_id, at=utcnow(), caller=q.caller, audience=q.audience, locale=locale,
                 question=redacted, status=result.status,
                 reason=result.escalation.reason if result.escalation else None,

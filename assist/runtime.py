@@ -7,6 +7,7 @@ import os
 from sqlalchemy import Engine
 
 from assist.answer import Assistant
+from assist.batching import BatchingEmbedder
 from assist.embedder import MiniLMEmbedder
 from assist.index import ChunkIndex, Embedder, make_chroma_client
 from kb.settings import Settings
@@ -22,7 +23,7 @@ def offline_environment() -> None:
 def make_index(settings: Settings, embedder: Embedder | None = None) -> ChunkIndex:
     offline_environment()
     client = make_chroma_client(settings.data_dir, settings.index.chroma_url)
-    return ChunkIndex(client=client, embedder=embedder or MiniLMEmbedder().load(),
+    return ChunkIndex(client=client, embedder=embedder or BatchingEmbedder(MiniLMEmbedder()),
                       settings=settings.index)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection, insert
 from sqlmodel import Session, col, select
 
 from kb.errors import QueryNotFound
@@ -53,10 +54,13 @@ def events(
     return session.exec(query).all()
 
 
-def record_query(session: Session, entry: QueryLog) -> None:
-    """Store an assist call (the question must already be redacted) and commit."""
-    session.add(entry)
-    session.commit()
+def record_query(conn: Connection, entry: dict[str, Any]) -> None:
+    """Store an assist call (the question must already be redacted) and commit.
+
+    A plain INSERT on a connection (no ORM object): this runs on every answer.
+    """
+    conn.execute(insert(QueryLog).values(**entry))
+    conn.commit()
 
 
 def get_query(session: Session, *, query_id: str) -> QueryLog:

@@ -8,15 +8,38 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlmodel import Session, col, func, select
+from sqlalchemy import Connection
+from sqlmodel import Session, col, func, select, update
 
 from kb import audit
 from kb.errors import ArticleNotFound, Conflict, Forbidden, NotApproved, VersionNotFound
-from kb.models import Approval, Article, ArticleVersion, Retirement, Review, utcnow
+from kb.models import (
+    Approval,
+    Article,
+    ArticleVersion,
+    GovernanceClock,
+    Retirement,
+    Review,
+    utcnow,
+)
+
+
+def _tick(session: Session) -> None:
+    """Advance the governance clock inside the current transaction."""
+    session.exec(update(GovernanceClock).where(col(GovernanceClock.id) == 1)
+                 .values(tick=col(GovernanceClock.tick) + 1))
+
+
+def governance_tick(conn: Connection) -> int:
+    """The governance clock: changes whenever what is served (or its review state) changes.
+
+    Read with a plain statement on a connection: it runs once per answer.
+    """
+    return int(conn.exec_driver_sql("SELECT tick FROM governance_clock WHERE id = 1").scalar_one())
 
 
 def get_article(session: Session, *, article_id: str) -> Article:
@@ -152,6 +175,7 @@ def approve(
                  "author": target.author},
         at=at,
     )
+    _tick(session)
     session.commit()
     return approval
 
@@ -234,6 +258,7 @@ def review(
     session.add(row)
     audit.record(session, actor=reviewer, action="article_reviewed", article_id=article_id,
                  version=served.number, details={"outcome": outcome, "note": note}, at=at)
+    _tick(session)
     session.commit()
     return row
 
@@ -251,6 +276,7 @@ def retire(
     session.add(row)
     audit.record(session, actor=by, action="article_retired", article_id=article_id,
                  version=article.latest_version, details={"note": note}, at=at)
+    _tick(session)
     session.commit()
     return row
 
@@ -269,24 +295,33 @@ def _as_datetime(d: date) -> datetime:
     return datetime.combine(d, time.min, tzinfo=UTC)
 
 
-def freshness(
-    served: ArticleVersion, approval: Approval, reviews: Sequence[Review], now: datetime
+def clock(
+    *, meta: dict[str, Any], approved_at: datetime, verified_at: Sequence[datetime],
+    now: datetime,
 ) -> Freshness:
-    """When the served version was last verified and when it falls due.
+    """When a served version was last verified and when it falls due.
 
     The clock starts at the approval of the served version, or at the `last_reviewed` date in
     its front matter if that is earlier (an import does not make old content fresh), and
     restarts at every `verified` review of that version.
     """
-    anchor = approval.at
-    declared = served.meta.get("last_reviewed")
+    anchor = approved_at
+    declared = meta.get("last_reviewed")
     if declared:
         anchor = min(anchor, _as_datetime(date.fromisoformat(declared)))
-    for r in reviews:
-        if r.version_number == served.number and r.outcome == "verified" and r.at > anchor:
-            anchor = r.at
-    due = anchor + timedelta(days=int(served.meta["review_every_days"]))
+    for at in verified_at:
+        anchor = max(anchor, at)
+    due = anchor + timedelta(days=int(meta["review_every_days"]))
     return Freshness(anchor=anchor, due_at=due, stale=now > due)
+
+
+def freshness(
+    served: ArticleVersion, approval: Approval, reviews: Sequence[Review], now: datetime
+) -> Freshness:
+    """:func:`clock` for a served version, its approval and the article's reviews."""
+    verified = [r.at for r in reviews
+                if r.version_number == served.number and r.outcome == "verified"]
+    return clock(meta=served.meta, approved_at=approval.at, verified_at=verified, now=now)
 
 
 @dataclass(frozen=True)
@@ -475,49 +510,57 @@ class ServedInfo:
     content_sha256: str
     meta: dict[str, Any]
     approved_at: datetime
+    verified_at: tuple[datetime, ...]
     freshness: Freshness
+
+    def at(self, now: datetime) -> ServedInfo:
+        """The same served version with its freshness as of ``now``."""
+        fresh = clock(meta=self.meta, approved_at=self.approved_at,
+                      verified_at=self.verified_at, now=now)
+        return replace(self, freshness=fresh)
 
 
 def served_info(
     session: Session, *, article_ids: Sequence[str], now: datetime | None = None
 ) -> dict[str, ServedInfo]:
-    """The served version (number, hash, approved metadata, freshness) of each article."""
+    """The served version (number, hash, approved metadata, freshness) of each article.
+
+    On the answer path: two plain-column queries, no ORM objects.
+    """
     if not article_ids:
         return {}
     now = now or utcnow()
     ids = list(set(article_ids))
-    retired = dict(
-        session.exec(
-            select(Retirement.article_id, func.max(Retirement.up_to_version))
-            .where(col(Retirement.article_id).in_(ids))
-            .group_by(col(Retirement.article_id))
-        ).all()
+    retired = (
+        select(func.coalesce(func.max(Retirement.up_to_version), 0))
+        .where(Retirement.article_id == Approval.article_id)
+        .scalar_subquery()
     )
-    best: dict[str, tuple[Approval, dict[str, Any]]] = {}
     rows = session.exec(
-        select(Approval, ArticleVersion.meta)
+        select(  # type: ignore[call-overload]
+            Approval.article_id, Approval.version_number, Approval.content_sha256,
+            Approval.at, ArticleVersion.meta)
         .join(ArticleVersion, (col(ArticleVersion.article_id) == col(Approval.article_id))
               & (col(ArticleVersion.number) == col(Approval.version_number)))
-        .where(col(Approval.article_id).in_(ids))
+        .where(col(Approval.article_id).in_(ids), col(Approval.version_number) > retired)
     ).all()
-    for approval, meta in rows:
-        if approval.version_number <= retired.get(approval.article_id, 0):
-            continue
-        cur = best.get(approval.article_id)
-        if cur is None or approval.version_number > cur[0].version_number:
-            best[approval.article_id] = (approval, dict(meta))
-    reviews: dict[str, list[Review]] = {}
+    best: dict[str, tuple[int, str, datetime, dict[str, Any]]] = {}
+    for article_id, number, sha, at, meta in rows:
+        if article_id not in best or number > best[article_id][0]:
+            best[article_id] = (number, sha, at, dict(meta))
+    verified: dict[tuple[str, int], list[datetime]] = {}
     if best:
-        for r in session.exec(select(Review).where(col(Review.article_id).in_(list(best)))):
-            reviews.setdefault(r.article_id, []).append(r)
-    out = {}
-    for article_id, (approval, meta) in best.items():
-        stub = ArticleVersion(article_id=article_id, number=approval.version_number,
-                              content_sha256=approval.content_sha256, text="", meta=meta,
-                              author="")
-        out[article_id] = ServedInfo(
-            article_id=article_id, version=approval.version_number,
-            content_sha256=approval.content_sha256, meta=meta, approved_at=approval.at,
-            freshness=freshness(stub, approval, reviews.get(article_id, []), now),
+        for article_id, number, at in session.exec(
+            select(Review.article_id, Review.version_number, Review.at).where(
+                col(Review.article_id).in_(list(best)), Review.outcome == "verified")
+        ):
+            verified.setdefault((article_id, number), []).append(at)
+    return {
+        article_id: ServedInfo(
+            article_id=article_id, version=number, content_sha256=sha, meta=meta,
+            approved_at=at, verified_at=tuple(verified.get((article_id, number), [])),
+            freshness=clock(meta=meta, approved_at=at,
+                            verified_at=verified.get((article_id, number), []), now=now),
         )
-    return out
+        for article_id, (number, sha, at, meta) in best.items()
+    }

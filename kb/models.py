@@ -146,3 +146,16 @@ class Flag(SQLModel, table=True):
     resolved_at: datetime | None = None
     resolution: str | None = Field(default=None, max_length=32)
     resolution_note: str = ""
+
+
+class GovernanceClock(SQLModel, table=True):
+    """One row, bumped in the same transaction as every approval, review and retirement.
+
+    Readers compare it to know whether what is served changed, with one tiny query and no
+    race: the row lock orders the bumps, so a commit is never missed.
+    """
+
+    __tablename__ = "governance_clock"
+
+    id: int = Field(default=1, primary_key=True)
+    tick: int = 0
