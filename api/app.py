@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import articles, assist, health
+from api.routes import articles, assist, health, health_knowledge
 from assist.answer import Assistant
 from kb import db
 from kb.settings import Settings
@@ -42,4 +42,5 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
     app.include_router(health.router)
     app.include_router(assist.router)
     app.include_router(articles.router)
+    app.include_router(health_knowledge.router)
     return app

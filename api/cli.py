@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from api import cli_assist
+from api import cli_assist, cli_eval
 from api.cli_common import (
     EXIT_CODES,
     AsUser,
@@ -34,6 +34,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 db_app = typer.Typer(no_args_is_help=True, help="Database schema management.")
 app.add_typer(db_app, name="db")
 cli_assist.register(app)
+cli_eval.register(app)
 
 @app.callback()
 def main_callback(ctx: typer.Context) -> None:

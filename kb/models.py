@@ -159,3 +159,32 @@ class GovernanceClock(SQLModel, table=True):
 
     id: int = Field(default=1, primary_key=True)
     tick: int = 0
+
+
+class EvalRun(SQLModel, table=True):
+    """A stored eval run: what was measured, on which content, code and settings."""
+
+    __tablename__ = "eval_run"
+
+    id: str = Field(primary_key=True, max_length=32)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    suite: str = Field(index=True, max_length=200)
+    suite_sha256: str = Field(max_length=64)
+    settings_hash: str = Field(max_length=64)
+    git_commit: str | None = Field(default=None, max_length=64)
+    label: str = ""
+    system: str = Field(default="canon", max_length=64)
+    content: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    cases: list[dict[str, Any]] = Field(default_factory=list,
+                                        sa_column=Column(JSON, nullable=False))
+
+
+class HealthSnapshot(SQLModel, table=True):
+    """Knowledge-health metrics at one point in time (for trends)."""
+
+    __tablename__ = "health_snapshot"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
