@@ -37,6 +37,9 @@ _QUANTITY = re.compile(
 )
 
 
+_WORDS = re.compile(r"\w+")
+
+
 @dataclass(frozen=True)
 class Question:
     text: str
@@ -101,6 +104,14 @@ def quantities(text: str) -> set[tuple[str, str]]:
             unit = m.group("unit").lower().split()[-1].rstrip("s") or "%"
             out.add((unit, m.group("num").replace(",", ".")))
     return out
+
+
+def word_overlap(a: str, b: str) -> float:
+    """Jaccard overlap of the words of two passages, numbers left out: high when two
+    policies make the same statement (possibly with different numbers)."""
+    wa = {w for w in _WORDS.findall(a.lower()) if not w.isdigit()}
+    wb = {w for w in _WORDS.findall(b.lower()) if not w.isdigit()}
+    return len(wa & wb) / len(wa | wb) if wa | wb else 0.0
 
 
 def conflicting(a: str, b: str) -> bool:
@@ -239,7 +250,7 @@ class Assistant:
                                           for i in infos.values()})
             valid = [c for c in candidates
                      if self._valid(c, infos.get(c.chunk.article_id), q.audience)]
-            self._decide(result, valid, infos, redacted, top_k)
+            self._decide(result, valid, infos, redacted, top_k, q.text)
             result.latency_ms = round((time.perf_counter() - t0) * 1000, 3)
             audit.record_query(conn, dict(
                 id=query_id, at=utcnow(), caller=q.caller, audience=q.audience, locale=locale,
@@ -268,9 +279,13 @@ class Assistant:
         return 1.0 if candidates else 0.0
 
     def _decide(self, result: AssistResult, valid: list[Candidate],
-                infos: dict[str, ServedInfo], question: str, top_k: int) -> None:
+                infos: dict[str, ServedInfo], question: str, top_k: int,
+                raw_question: str = "") -> None:
         cfg = self.settings.answer
-        if not valid or self._confidence(valid) < cfg.min_score:
+        weak = not valid or self._confidence(valid) < cfg.min_score or (
+            self.settings.retrieval.fusion != "dense"
+            and self.index.coverage(raw_question, valid[0].chunk.id) < cfg.min_coverage)
+        if weak:
             best = valid[0] if valid else None
             team = None
             if best is not None and self._confidence(valid) >= cfg.min_score - 0.15:
@@ -330,8 +345,10 @@ class Assistant:
     def _rival(self, top: Candidate, valid: list[Candidate],
                infos: dict[str, ServedInfo]) -> Candidate | None:
         """A runner-up from another article, about as close to the question (cosine within
-        ``ambiguity_margin``), whose approved language states different numbers."""
+        ``ambiguity_margin``), whose approved language makes the same statement (word overlap
+        at least ``ambiguity_overlap``) with different numbers."""
         margin = self.settings.answer.ambiguity_margin
+        overlap = self.settings.answer.ambiguity_overlap
         if not top.chunk.approved:
             return None
         top_meta = infos[top.chunk.article_id].meta
@@ -346,6 +363,7 @@ class Assistant:
             other = (infos[c.chunk.article_id].meta.get("extra") or {}).get("translation_of")
             if other == top.chunk.article_id:
                 continue
-            if conflicting(top.chunk.text, c.chunk.text):
+            if (word_overlap(top.chunk.text, c.chunk.text) >= overlap
+                    and conflicting(top.chunk.text, c.chunk.text)):
                 return c
         return None

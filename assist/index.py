@@ -17,6 +17,7 @@ BM25 is rebuilt in memory from the chunks stored in Chroma whenever the index ge
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
@@ -112,6 +113,8 @@ class _Catalog:
     bm25: bm25s.BM25 | None
     masks: dict[tuple[str, str], NDArray[np.float32]]
     views: set[str]
+    idf: dict[str, float]
+    terms: list[frozenset[str]]  # lexical terms of each chunk
 
 
 def make_chroma_client(data_dir: Path, chroma_url: str | None) -> Any:
@@ -252,20 +255,40 @@ class ChunkIndex:
                     chunks.append(_from_meta(dict(m), doc))
                 rows.append(ids[cid])
         bm25 = None
+        corpus = [self._tokenize(c.lexical_text()) or ["_"] for c in chunks]
         if chunks:
             bm25 = bm25s.BM25()
-            corpus = [self._tokenize(c.lexical_text()) or ["_"] for c in chunks]
             bm25.index(corpus, show_progress=False)
+        terms = [frozenset(t) for t in corpus]
+        df: dict[str, int] = {}
+        for ts in terms:
+            for t in ts:
+                df[t] = df.get(t, 0) + 1
+        n = len(chunks)
+        idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
         masks = {}
         for key, rows in membership.items():
             mask = np.zeros(len(chunks), dtype=np.float32)
             mask[rows] = 1.0
             masks[key] = mask
-        return _Catalog(generation, chunks, ids, bm25, masks, views)
+        return _Catalog(generation, chunks, ids, bm25, masks, views, idf, terms)
 
     def manifest(self) -> dict[str, int]:
         """Article id -> version number currently indexed."""
         return {c.article_id: c.version for c in self.catalog().chunks}
+
+    def coverage(self, question: str, cid: str) -> float:
+        """Share of the question's IDF-weighted terms that occur in the chunk (its title,
+        headings and tags included). Terms the knowledge base has never seen weigh most."""
+        cat = self.catalog()
+        i = cat.ids.get(cid)
+        q = set(self._tokenize(question))
+        if i is None or not q:
+            return 0.0
+        unseen = max(cat.idf.values(), default=1.0)
+        weights = {t: cat.idf.get(t, unseen) for t in q}
+        total = sum(weights.values())
+        return sum(w for t, w in weights.items() if t in cat.terms[i]) / total if total else 0.0
 
     def views(self) -> set[str]:
         return self.catalog().views
@@ -298,14 +321,8 @@ class ChunkIndex:
             for col in existing.values():
                 for i in range(0, len(article_ids), 500):
                     col.delete(where={"article_id": {"$in": article_ids[i:i + 500]}})
-        vendor_views = {
-            str((c.metadata or {}).get("view")) for c in existing.values()
-            if str((c.metadata or {}).get("view", "")).startswith("vendor:")
-        }
         new_vendors = {a for c in chunks for a in c.audience if a.startswith("vendor:")}
-        for vendor in sorted(new_vendors - vendor_views):
-            self._backfill_vendor_view(vendor, existing.values())
-        vendor_views |= new_vendors
+        vendor_views = self.ensure_vendor_views(new_vendors, existing)
         by_key: dict[tuple[str, str], list[int]] = {}
         for i, c in enumerate(chunks):
             for view in chunk_views(c.audience, vendor_views):
@@ -319,8 +336,23 @@ class ChunkIndex:
                            metadatas=[_meta(chunks[i]) for i in part],
                            documents=[chunks[i].text for i in part])
 
+    def ensure_vendor_views(self, vendors: Iterable[str],
+                            existing: dict[str, Any] | None = None) -> set[str]:
+        """Create the views of vendors seen for the first time, each filled with every chunk
+        open to all vendors. Returns every vendor view. (Indexing calls this before it
+        writes, so a new vendor view starts empty instead of being copied later.)"""
+        if existing is None:
+            existing = {c.name: c for c in self._all_collections()
+                        if not c.name.endswith("--state")}
+        views = {str((c.metadata or {}).get("view")) for c in existing.values()}
+        known = {v for v in views if v.startswith("vendor:")}
+        for vendor in sorted(set(vendors) - known):
+            self._backfill_vendor_view(vendor, existing.values())
+        return known | set(vendors)
+
     def _backfill_vendor_view(self, vendor: str, existing: Iterable[Any]) -> None:
-        """A vendor seen for the first time gets every chunk open to all vendors."""
+        step = int(self.client.get_max_batch_size()) if hasattr(
+            self.client, "get_max_batch_size") else 1000
         for col in existing:
             meta = col.metadata or {}
             if meta.get("view") != VENDORS:
@@ -330,8 +362,11 @@ class ChunkIndex:
                 continue
             target = self._collection(vendor, str(meta.get("locale")), create=True)
             assert target is not None
-            target.upsert(ids=got["ids"], embeddings=got["embeddings"],
-                          metadatas=got["metadatas"], documents=got["documents"])
+            for i in range(0, len(got["ids"]), step):
+                target.upsert(ids=got["ids"][i:i + step],
+                              embeddings=got["embeddings"][i:i + step],
+                              metadatas=got["metadatas"][i:i + step],
+                              documents=got["documents"][i:i + step])
 
     def clear(self) -> None:
         """Drop every collection of this model/chunking (``kb index rebuild``)."""

@@ -29,7 +29,7 @@ class RetrievalSettings(BaseModel):
     """Hybrid retrieval tuning (chosen on the demo eval suite; see README)."""
 
     fusion: Literal["weighted", "rrf", "dense", "lexical"] = "weighted"
-    dense_weight: float = Field(default=0.6, ge=0.0, le=1.0)
+    dense_weight: float = Field(default=0.8, ge=0.0, le=1.0)
     rrf_k: int = 60
     candidates: int = Field(default=40, ge=5, le=400)
 
@@ -39,8 +39,10 @@ class AnswerSettings(BaseModel):
 
     default_top_k: int = 3
     max_top_k: int = 10
-    min_score: float = 0.35  # abstain when the best dense similarity is lower
+    min_score: float = 0.3  # abstain when the best dense similarity is lower
+    min_coverage: float = 0.15  # ...or when the top passage holds too little of the question
     ambiguity_margin: float = 0.08  # cosine gap under which two policies compete
+    ambiguity_overlap: float = 0.5  # word overlap above which two policies say "the same"
     withhold_stale_high_risk: bool = True
     warn_stale: bool = True
     default_escalation_team: str = "support-tier2"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import shutil
@@ -30,6 +31,7 @@ import numpy as np
 import yaml
 from sqlmodel import Session, select
 
+print = functools.partial(print, flush=True)
 ROOT = Path(__file__).resolve().parents[2]
 _WORDS = (
     "account broadband router engineer refund invoice payment contract outage fibre "
