@@ -380,6 +380,14 @@ def db_upgrade(ctx: typer.Context) -> None:
 # --- demo ---------------------------------------------------------------------------------
 
 
+DEMO_QUESTIONS = [
+    "customer cancelled their annual plan 20 days in, can they get a refund?",
+    "customer says a charge on their bill is wrong and wants to dispute it",
+    "what's the staff bonus for selling routers?",
+    "what's the weather going to be like tomorrow?",
+]
+
+
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """Sync the demo content, approve the bootstrap import, show status and the stale queue."""
@@ -402,6 +410,10 @@ def demo(ctx: typer.Context) -> None:
     out.print(_status_table(rows, "Articles"))
     out.rule("4. review queue: stale or due within 14 days")
     out.print(_status_table(queue, "Review queue"))
+    out.rule("5. an Acme agent asks (approved text only, verbatim, with citations)")
+    for question in DEMO_QUESTIONS:
+        out.print(f"\n[bold]> {question}[/bold]")
+        cli_assist.print_answer(c, question, audience="vendor:acme", top_k=1)
     out.print("\nNext: `kb history ID`, `kb stale --owner TEAM`, edit a file in content/ and "
               "run `kb sync`, then `kb approve ID --as you@example.com`.")
 

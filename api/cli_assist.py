@@ -72,10 +72,16 @@ def ask(
     as_json: JsonOpt = False,
 ) -> None:
     """Ask a question exactly as /v1/assist would answer it."""
+    c = get_ctx(ctx)
+    print_answer(c, question, audience=audience, locale=locale, top_k=top_k, caller=caller,
+                 as_json=as_json)
+
+
+def print_answer(c: Ctx, question: str, *, audience: str, locale: str | None = None,
+                 top_k: int | None = None, caller: str = "cli", as_json: bool = False) -> None:
     from api.schemas import AssistResponse
     from assist.answer import Question
 
-    c = get_ctx(ctx)
     result = c.assistant.ask(Question(text=question, audience=audience, caller=caller,
                                       locale=locale, top_k=top_k))
     data = AssistResponse.from_result(result)

@@ -22,7 +22,7 @@ def offline_environment() -> None:
 
 def make_index(settings: Settings, embedder: Embedder | None = None) -> ChunkIndex:
     offline_environment()
-    client = make_chroma_client(settings.data_dir, settings.index.chroma_url)
+    client = make_chroma_client(settings.data_dir, settings.chroma_url)
     return ChunkIndex(client=client, embedder=embedder or BatchingEmbedder(MiniLMEmbedder()),
                       settings=settings.index)
 

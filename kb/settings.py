@@ -18,7 +18,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class IndexSettings(BaseModel):
     """How approved text is chunked and indexed."""
 
-    chroma_url: str | None = None
     chunk_max_chars: int = 1200
     hnsw_ef_search: int = 400
     hnsw_ef_construction: int = 200
@@ -62,6 +61,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".canon")
     database_url: str | None = None
     content_dir: Path = Path("content")
+    chroma_url: str | None = None  # a Chroma server; default: embedded under data_dir
     allow_self_approval: bool = False
     max_article_bytes: int = Field(default=512 * 1024, ge=1024)
     index: IndexSettings = IndexSettings()
