@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import articles, assist, health, health_knowledge
+from api.auth import RateLimiter
+from api.routes import articles, assist, health, health_knowledge, owners
 from assist.answer import Assistant
 from kb import db
 from kb.settings import Settings
@@ -38,9 +39,11 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.limiter = RateLimiter(settings.assist_rate_per_minute)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(assist.router)
     app.include_router(articles.router)
     app.include_router(health_knowledge.router)
+    app.include_router(owners.router)
     return app

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from api import cli_assist, cli_eval
+from api import cli_assist, cli_eval, cli_identity
 from api.cli_common import (
     EXIT_CODES,
     AsUser,
@@ -26,6 +26,7 @@ from api.cli_common import (
 from kb import db, governance
 from kb.articles import check_inside, decode_article_bytes, iter_article_files, parse_article
 from kb.errors import CanonError, InvalidArticle, InvalidInput, Problem
+from kb.models import User
 from kb.settings import Settings
 from kb.sync import SyncReport, sync_folder
 
@@ -35,6 +36,7 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema management.")
 app.add_typer(db_app, name="db")
 cli_assist.register(app)
 cli_eval.register(app)
+cli_identity.register(app)
 
 @app.callback()
 def main_callback(ctx: typer.Context) -> None:
@@ -380,10 +382,34 @@ def db_upgrade(ctx: typer.Context) -> None:
 # --- demo ---------------------------------------------------------------------------------
 
 
+DEMO_USERS: list[dict[str, Any]] = [
+    {"name": "acme-agent", "role": "agent", "audiences": ["vendor:acme"]},
+    {"name": "globex-agent", "role": "agent", "audiences": ["vendor:globex"]},
+    {"name": "billing-owner", "role": "owner", "teams": ["billing-knowledge"]},
+    {"name": "risk-approver", "role": "approver",
+     "teams": ["billing-knowledge", "retention-team", "trust-safety", "privacy-office"]},
+    {"name": "kb-admin", "role": "admin"},
+]
+
+
+def _demo_users(c: Ctx) -> None:
+    from kb.identity import add_user, create_token
+
+    with c.session() as s:
+        for u in DEMO_USERS:
+            if s.get(User, u["name"]) is None:
+                add_user(s, name=u["name"], role=u["role"], teams=u.get("teams", ()),
+                         audiences=u.get("audiences", ()), by="demo")
+        _, token = create_token(s, user="acme-agent", expires_in=timedelta(days=7), by="demo",
+                                note="kb demo")
+    out.print("users: " + ", ".join(f"{u['name']} ({u['role']})" for u in DEMO_USERS))
+    out.print(f"API token for acme-agent (valid 7 days, shown once):\n{token}")
+
+
 DEMO_QUESTIONS = [
     "customer cancelled their annual plan 20 days in, can they get a refund?",
     "customer says a charge on their bill is wrong and wants to dispute it",
-    "what's the staff bonus for selling routers?",
+    "what are our internal fraud detection rules?",
     "what's the weather going to be like tomorrow?",
 ]
 
@@ -410,7 +436,9 @@ def demo(ctx: typer.Context) -> None:
     out.print(_status_table(rows, "Articles"))
     out.rule("4. review queue: stale or due within 14 days")
     out.print(_status_table(queue, "Review queue"))
-    out.rule("5. an Acme agent asks (approved text only, verbatim, with citations)")
+    out.rule("5. demo users and an API token for the Acme agent")
+    _demo_users(c)
+    out.rule("6. an Acme agent asks (approved text only, verbatim, with citations)")
     for question in DEMO_QUESTIONS:
         out.print(f"\n[bold]> {question}[/bold]")
         cli_assist.print_answer(c, question, audience="vendor:acme", top_k=1)

@@ -27,6 +27,8 @@ from kb.errors import (
     InvalidInput,
     NotApproved,
     QueryNotFound,
+    Unauthenticated,
+    UserNotFound,
     VersionNotFound,
 )
 from kb.settings import Settings
@@ -35,8 +37,10 @@ if TYPE_CHECKING:
     from assist.answer import Assistant
     from assist.index import ChunkIndex
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Pipes and CI logs get a wide, fixed width instead of rich's 80 columns.
+_WIDTH = None if sys.stdout.isatty() else 140
+out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
 
 # One place that maps domain errors to exit codes.
 EXIT_CODES: dict[type[CanonError], int] = {
@@ -46,6 +50,8 @@ EXIT_CODES: dict[type[CanonError], int] = {
     VersionNotFound: 4,
     QueryNotFound: 4,
     FlagNotFound: 4,
+    UserNotFound: 4,
+    Unauthenticated: 7,
     NotApproved: 5,
     Conflict: 6,
     Forbidden: 7,

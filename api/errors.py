@@ -15,6 +15,8 @@ from kb.errors import (
     InvalidInput,
     NotApproved,
     QueryNotFound,
+    Unauthenticated,
+    UserNotFound,
     VersionNotFound,
 )
 
@@ -23,6 +25,8 @@ STATUS: dict[type[CanonError], int] = {
     VersionNotFound: 404,
     QueryNotFound: 404,
     FlagNotFound: 404,
+    UserNotFound: 404,
+    Unauthenticated: 401,
     NotApproved: 409,
     Conflict: 409,
     Forbidden: 403,
@@ -37,8 +41,11 @@ def status_for(exc: CanonError) -> int:
 
 async def _handle(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CanonError)
-    return JSONResponse(status_code=status_for(exc),
-                        content={"error": exc.code, "detail": str(exc)})
+    content: dict[str, object] = {"error": exc.code, "detail": str(exc)}
+    findings = getattr(exc, "findings", None)
+    if findings is not None:
+        content["findings"] = findings
+    return JSONResponse(status_code=status_for(exc), content=content)
 
 
 def install(app: FastAPI) -> None:

@@ -288,7 +288,7 @@ class Assistant:
         if weak:
             best = valid[0] if valid else None
             team = None
-            if best is not None and self._confidence(valid) >= cfg.min_score - 0.15:
+            if best is not None and self._confidence(valid) >= cfg.min_score:
                 team = infos[best.chunk.article_id].meta.get("escalate_to")
             result.status = NO_ANSWER
             result.escalation = self._escalation(

@@ -52,6 +52,18 @@ class FlagNotFound(CanonError):
         super().__init__(f"no flag with id {flag_id}; list open flags in the review queue")
 
 
+class UserNotFound(CanonError):
+    code = "user_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no user '{name}'; list users with `kb users list` or add one with "
+                         "`kb users add`")
+
+
+class Unauthenticated(CanonError):
+    code = "unauthenticated"
+
+
 class NotApproved(CanonError):
     """The article has nothing approved to serve or review."""
 

@@ -188,3 +188,31 @@ class HealthSnapshot(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(default_factory=utcnow, index=True)
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class User(SQLModel, table=True):
+    """Someone who calls the API: a role, the teams they act for, the audiences they see."""
+
+    __tablename__ = "user"
+
+    name: str = Field(primary_key=True, max_length=200)
+    role: str = Field(max_length=16)
+    teams: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    audiences: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    disabled: bool = False
+
+
+class ApiToken(SQLModel, table=True):
+    """An API token; only its SHA-256 is stored."""
+
+    __tablename__ = "api_token"
+
+    id: str = Field(primary_key=True, max_length=32)
+    user_name: str = Field(foreign_key="user.name", index=True, max_length=200)
+    token_sha256: str = Field(unique=True, index=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+    note: str = ""

@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     content_dir: Path = Path("content")
     chroma_url: str | None = None  # a Chroma server; default: embedded under data_dir
     allow_self_approval: bool = False
+    assist_rate_per_minute: int = Field(default=600, ge=0)  # per API token; 0 = unlimited
     max_article_bytes: int = Field(default=512 * 1024, ge=1024)
     index: IndexSettings = IndexSettings()
     retrieval: RetrievalSettings = RetrievalSettings()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AssistDep, CurrentCaller, SessionDep, SettingsDep
+from api.deps import AnyCaller, AssistDep, LimiterDep, SessionDep, SettingsDep
 from api.schemas import AssistRequest, AssistResponse, FeedbackRequest, FeedbackResponse
 from assist.answer import Question
 from kb import audit, flags
@@ -15,9 +15,10 @@ router = APIRouter(prefix="/v1/assist", tags=["assist"])
 
 
 @router.post("", response_model=AssistResponse)
-async def assist(body: AssistRequest, caller: CurrentCaller,
-                 assistant: AssistDep) -> AssistResponse:
+async def assist(body: AssistRequest, caller: AnyCaller, assistant: AssistDep,
+                 limiter: LimiterDep) -> AssistResponse:
     """Approved text only, verbatim, with citations — or an escalation with a handoff."""
+    limiter.check(caller.token_id or caller.id)
     q = Question(text=body.question, audience=caller.audience, caller=caller.id,
                  locale=body.locale, tags=frozenset(t.lower() for t in body.tags or []),
                  top_k=body.top_k)
@@ -26,7 +27,7 @@ async def assist(body: AssistRequest, caller: CurrentCaller,
 
 
 @router.post("/{query_id}/feedback", response_model=FeedbackResponse)
-def feedback(query_id: str, body: FeedbackRequest, caller: CurrentCaller,
+def feedback(query_id: str, body: FeedbackRequest, caller: AnyCaller,
              session: SessionDep, settings: SettingsDep) -> FeedbackResponse:
     """Flag an answer: the flag lands on the cited version's owner's desk."""
     entry = audit.get_query(session, query_id=query_id)

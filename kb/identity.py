@@ -1,0 +1,128 @@
+"""Users, roles and API tokens. Tokens are shown once and stored only as SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, select
+
+from kb import audit
+from kb.articles import AUDIENCE_RE, TEAM_RE
+from kb.errors import Conflict, InvalidInput, Unauthenticated, UserNotFound
+from kb.models import ApiToken, User, utcnow
+
+ROLES = ("agent", "owner", "approver", "evaluator", "admin")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,199}$")
+BAD_TOKEN = "invalid or expired token; ask an admin for a new one (kb tokens create)"
+_TOUCH_EVERY = timedelta(minutes=1)
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def add_user(
+    session: Session, *, name: str, role: str, teams: Sequence[str] = (),
+    audiences: Sequence[str] = (), by: str,
+) -> User:
+    """Create a user. Agents need an audience; owners and approvers need a team."""
+    problems = []
+    if not NAME_RE.match(name):
+        problems.append(f"'{name}' is not a valid user name (use lowercase letters, digits, "
+                        "'.', '_', '@', '-')")
+    if role not in ROLES:
+        problems.append(f"unknown role '{role}' (use one of {', '.join(ROLES)})")
+    bad_teams = [t for t in teams if not TEAM_RE.match(t)]
+    if bad_teams:
+        problems.append(f"invalid team ids {bad_teams}")
+    bad_aud = [a for a in audiences if not AUDIENCE_RE.match(a)]
+    if bad_aud:
+        problems.append(f"unknown audiences {bad_aud} (use internal, vendors or vendor:<name>)")
+    if role == "agent" and not audiences:
+        problems.append("an agent needs at least one --audience (e.g. vendor:acme)")
+    if role in ("owner", "approver") and not teams:
+        problems.append(f"an {role} needs at least one --team")
+    if problems:
+        raise InvalidInput("; ".join(problems))
+    if session.get(User, name) is not None:
+        raise Conflict(f"user '{name}' already exists; pick another name")
+    user = User(name=name, role=role, teams=list(dict.fromkeys(teams)),
+                audiences=list(dict.fromkeys(audiences)))
+    session.add(user)
+    audit.record(session, actor=by, action="user_added",
+                 details={"user": name, "role": role, "teams": list(teams),
+                          "audiences": list(audiences)})
+    session.commit()
+    return user
+
+
+def get_user(session: Session, *, name: str) -> User:
+    user = session.get(User, name)
+    if user is None:
+        raise UserNotFound(name)
+    return user
+
+
+def list_users(session: Session) -> Sequence[User]:
+    return session.exec(select(User).order_by(col(User.name))).all()
+
+
+def create_token(
+    session: Session, *, user: str, expires_in: timedelta | None, by: str, note: str = "",
+    now: datetime | None = None,
+) -> tuple[ApiToken, str]:
+    """A new token for ``user``: (row, plaintext). The plaintext is never stored."""
+    get_user(session, name=user)
+    now = now or utcnow()
+    token = "canon_" + secrets.token_urlsafe(32)
+    row = ApiToken(id="tok_" + secrets.token_hex(4), user_name=user,
+                   token_sha256=_hash(token), created_at=now,
+                   expires_at=now + expires_in if expires_in else None, note=note)
+    session.add(row)
+    audit.record(session, actor=by, action="token_created",
+                 details={"token_id": row.id, "user": user,
+                          "expires_at": row.expires_at.isoformat() if row.expires_at else None})
+    session.commit()
+    return row, token
+
+
+def revoke_token(session: Session, *, token_id: str, by: str) -> ApiToken:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise InvalidInput(f"no token '{token_id}'; list tokens with `kb tokens list`")
+    if row.revoked_at is not None:
+        raise Conflict(f"token '{token_id}' is already revoked")
+    row.revoked_at = utcnow()
+    session.add(row)
+    audit.record(session, actor=by, action="token_revoked",
+                 details={"token_id": token_id, "user": row.user_name})
+    session.commit()
+    return row
+
+
+def list_tokens(session: Session, *, user: str | None = None) -> Sequence[ApiToken]:
+    query = select(ApiToken).order_by(col(ApiToken.created_at))
+    if user:
+        query = query.where(ApiToken.user_name == user)
+    return session.exec(query).all()
+
+
+def authenticate(session: Session, *, token: str, now: datetime | None = None) -> User:
+    """The user behind a token, or :class:`Unauthenticated` (one message for every reason)."""
+    now = now or utcnow()
+    row = session.exec(select(ApiToken).where(ApiToken.token_sha256 == _hash(token))).first()
+    if row is None or row.revoked_at is not None or (
+            row.expires_at is not None and row.expires_at <= now):
+        raise Unauthenticated(BAD_TOKEN)
+    user = session.get(User, row.user_name)
+    if user is None or user.disabled:
+        raise Unauthenticated(BAD_TOKEN)
+    if row.last_used_at is None or now - row.last_used_at >= _TOUCH_EVERY:
+        row.last_used_at = now
+        session.add(row)
+        session.commit()
+    return user
