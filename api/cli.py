@@ -25,7 +25,7 @@ from api.cli_common import (
 )
 from kb import db, governance
 from kb.articles import check_inside, decode_article_bytes, iter_article_files, parse_article
-from kb.errors import CanonError, InvalidArticle, InvalidInput, Problem
+from kb.errors import CanonError, Conflict, InvalidArticle, InvalidInput, Problem
 from kb.models import User
 from kb.settings import Settings
 from kb.sync import SyncReport, sync_folder
@@ -161,9 +161,13 @@ def approve(
     version: Annotated[int | None, typer.Option("--version", help="Version number (default: newest)")] = None,
     note: Annotated[str, typer.Option("--note")] = "",
     all_: Annotated[bool, typer.Option("--all", help="Approve every pending version.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Approve despite conflict findings (needs --note).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Approve a pending version so it is served (four-eyes: not your own)."""
+    """Approve a pending version so it is served (four-eyes: not your own).
+
+    First checks that the approval would not change approved answers (conflicting approved
+    language in another article, or questions the article would stop answering)."""
     c = get_ctx(ctx)
     allow_self = c.settings.allow_self_approval
     if all_ == (article_id is not None):
@@ -183,9 +187,23 @@ def approve(
                 out.print(f"approved {len(bulk.approved)} versions, skipped {len(bulk.skipped)}")
         else:
             assert article_id is not None
+            from api.approvals import approval_findings
+
             try:
-                a = governance.approve(session, article_id=article_id, version=version,
-                                       approver=user, note=note, allow_self=allow_self)
+                article = governance.get_article(session, article_id=article_id)
+                number = version or article.latest_version
+                findings = approval_findings(session, c.assistant, article_id=article_id,
+                                             number=number)
+                if findings and not force:
+                    for f in findings:
+                        err.print(f"[red]{f.kind}[/red] on '{f.question}': {f.message}")
+                    raise Conflict(f"approving would change approved answers ({len(findings)} "
+                                   "findings); fix the articles or use --force with --note")
+                if findings and not note.strip():
+                    raise InvalidInput("--force over conflict findings needs --note saying why")
+                a = governance.approve(session, article_id=article_id, version=number,
+                                       approver=user, note=note, allow_self=allow_self,
+                                       forced=bool(findings))
             except CanonError as exc:
                 fail(exc)
             approved_ids = [a.article_id]

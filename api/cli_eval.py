@@ -14,11 +14,12 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from api.cli_common import Ctx, JsonOpt, err, fail, get_ctx, out, print_json
+from evals.suites import SUITES_DIR
 from kb.errors import CanonError, InvalidInput
 
 eval_app = typer.Typer(no_args_is_help=True, help="Answer-accuracy suites and regression gates.")
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "evals" / "suites"
+
 METRIC_ORDER = ["cases", "hit@1", "hit@3", "hit@5", "mrr@10", "section_hit@1",
                 "contains_accuracy", "abstention_precision", "abstention_recall",
                 "abstention_f1", "wrong_answer_rate", "consistency", "verbatim",
@@ -66,7 +67,8 @@ def run(
     suite: Annotated[str, typer.Argument(help="Suite name in evals/suites (e.g. demo) or a path")],
     content: Annotated[Path | None, typer.Option("--content", help="Run on this folder of articles in a scratch workspace (bootstrapped and indexed) instead of the configured database.")] = None,
     as_audience: Annotated[str, typer.Option("--as-audience", help="Audience for cases that name none.")] = "internal",
-    url: Annotated[str | None, typer.Option("--url", help="Ask a running server instead of in process.")] = None,
+    url: Annotated[str | None, typer.Option("--url", help="Ask a running server instead of in process (cases run as --token's caller).")] = None,
+    token: Annotated[str | None, typer.Option("--token", envvar="KB_TOKEN", help="API token for --url.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full run (metrics + cases) to this file.")] = None,
     gate: Annotated[Path | None, typer.Option("--gate", help="Gate file: exit 1 if a floor or tolerance is broken.")] = None,
     baseline: Annotated[str | None, typer.Option("--baseline", help="Run id to compare against for max_drop (default: the previous run of this suite).")] = None,
@@ -86,7 +88,10 @@ def run(
                 row = _run(c, suite, ws.engine, runner.in_process(ws.assistant), as_audience,
                             label)
         else:
-            ask = runner.over_http(url) if url else runner.in_process(c.assistant)
+            if url and not token:
+                raise InvalidInput("--url needs an API token: pass --token or set KB_TOKEN")
+            ask = (runner.over_http(url, token=token or "") if url
+                   else runner.in_process(c.assistant))
             row = _run(c, suite, c.engine, ask, as_audience, label)
     except CanonError as exc:
         fail(exc)

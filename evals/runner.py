@@ -48,18 +48,19 @@ def in_process(assistant: Assistant, *, top_k: int = 10) -> Ask:
     return ask
 
 
-def over_http(url: str, *, top_k: int = 10) -> Ask:
+def over_http(url: str, *, token: str, top_k: int = 10) -> Ask:
+    """Ask a running server. Every case runs as the token's caller (its audience)."""
     import httpx
 
-    client = httpx.Client(base_url=url.rstrip("/"), timeout=30)
+    client = httpx.Client(base_url=url.rstrip("/"), timeout=30,
+                          headers={"Authorization": f"Bearer {token}"})
 
     def ask(case: Case, audience: str) -> dict[str, Any]:
         body: dict[str, Any] = {"question": case.question, "top_k": top_k}
         if case.locale:
             body["locale"] = case.locale
         t = time.perf_counter()
-        r = client.post("/v1/assist", json=body,
-                        headers={"X-Canon-Audience": audience, "X-Canon-Caller": "eval"})
+        r = client.post("/v1/assist", json=body)
         r.raise_for_status()
         data: dict[str, Any] = r.json()
         data["latency_ms"] = (time.perf_counter() - t) * 1000

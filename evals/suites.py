@@ -20,6 +20,8 @@ import yaml
 from kb.articles import AUDIENCE_RE, LOCALE_RE
 from kb.errors import InvalidInput, Problem
 
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+
 SUFFIXES = (".yaml", ".yml", ".jsonl")
 CASE_KEYS = ("id", "question", "expect", "answerable", "audience", "group", "locale")
 EXPECT_KEYS = ("articles", "section", "contains")

@@ -8,15 +8,17 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from kb.identity import add_user, create_token, revoke_token
 from sqlalchemy import Engine
 from sqlmodel import Session, select
+from typer.testing import CliRunner
 
 from api.app import create_app
+from api.cli import app as cli_app
 from assist import indexer
 from assist.embedder import MiniLMEmbedder
 from assist.runtime import make_assistant, make_index
 from kb import governance
+from kb.identity import add_user, create_token, revoke_token
 from kb.models import AuditEvent
 from kb.settings import Settings
 from kb.sync import sync_folder
@@ -82,7 +84,8 @@ def env(settings: Settings, engine: Engine, content_dir: Path) -> Iterator[dict[
         sync_folder(s, root=content_dir, author="writer")
     app = create_app(settings, assistant=base["assistant"])
     with TestClient(app) as client:
-        yield {"client": client, "engine": engine, "content": content_dir, **base}
+        yield {"client": client, "engine": engine, "content": content_dir,
+               "settings": settings, **base}
 
 
 def _flag(env: dict[str, Any], question: str) -> int:
@@ -230,9 +233,23 @@ def test_conflict_check_blocks_a_contradicting_approval(env: dict[str, Any]) -> 
                for f in findings)
     r = c.post(url, json={"force": True}, headers=tok["approver-a"])
     assert r.status_code == 422 and "note" in r.text
+    # the CLI runs the same check
+    settings: Settings = env["settings"]
+    cli_env = {"KB_DATA_DIR": str(settings.data_dir),
+               "KB_DATABASE_URL": settings.resolved_database_url}
+    runner = CliRunner()
+    refused = runner.invoke(cli_app, ["approve", "refund-window-new", "--as", "approver-a"],
+                            env=cli_env)
+    assert refused.exit_code == 6 and "conflict" in refused.output
+    no_note = runner.invoke(cli_app, ["approve", "refund-window-new", "--as", "approver-a",
+                                      "--force"], env=cli_env)
+    assert no_note.exit_code == 2 and "--note" in no_note.output
     r = c.post(url, json={"force": True, "note": "promo policy agreed with legal"},
                headers=tok["approver-a"])
     assert r.status_code == 200 and r.json()["forced"] is True
+    with Session(env["engine"]) as s:
+        assert governance.history(s, article_id="refund-window-new")["versions"][0][
+            "approval"]["forced"] is True
 
 
 def test_rate_limit_returns_429_with_retry_after(settings: Settings, engine: Engine,

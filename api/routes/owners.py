@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from api.approvals import approval_findings
 from api.auth import ADMIN, APPROVER, OWNER, Caller, check_team
 from api.deps import (
     ApproverCaller,
@@ -19,7 +20,6 @@ from api.deps import (
 )
 from assist import indexer
 from assist.answer import Assistant
-from assist.conflicts import check_approval
 from kb import flags, governance
 from kb.errors import Conflict, Forbidden, InvalidInput
 from kb.queue import review_queue
@@ -87,21 +87,6 @@ def _refresh(session: SessionDep, assistant: Assistant, article_id: str) -> None
                     max_chars=assistant.settings.index.chunk_max_chars)
 
 
-def suite_questions(article_id: str) -> list[str]:
-    """Questions of the eval suites that cite this article (probes for the conflict check)."""
-    from api.cli_eval import SUITES_DIR
-    from evals.suites import load_suite
-
-    out: list[str] = []
-    for path in sorted(SUITES_DIR.glob("*.y*ml")) + sorted(SUITES_DIR.glob("*.jsonl")):
-        try:
-            suite = load_suite(path)
-        except InvalidInput:
-            continue  # a broken suite is reported by `kb eval run`, not here
-        out.extend(c.question for c in suite.cases if article_id in c.articles)
-    return out
-
-
 @router.post("/articles/{article_id}/versions/{number}/approve")
 async def approve(article_id: str, number: int, body: ApproveBody, caller: ApproverCaller,
                   session: SessionDep, assistant: AssistDep) -> dict[str, Any]:
@@ -112,12 +97,8 @@ async def approve(article_id: str, number: int, body: ApproveBody, caller: Appro
         check_team(caller, article.owner, action="approve")
     except Forbidden as exc:
         raise Conflict(str(exc)) from None
-    version = governance.get_version(session, article_id=article_id, number=number)
-    served = governance.served_version(session, article_id=article_id)
-    findings = await run_in_threadpool(
-        check_approval, assistant, version=version,
-        served_version=served.number if served else None,
-        suite_questions=suite_questions(article_id))
+    findings = await run_in_threadpool(approval_findings, session, assistant,
+                                       article_id=article_id, number=number)
     if findings and not body.force:
         raise ApprovalBlocked(findings=[f.as_dict() for f in findings])
     if body.force and findings and not body.note.strip():
