@@ -148,3 +148,55 @@ def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")
     app.command()(ask)
     app.command()(serve)
+    register_owner_commands(app)
+
+
+flags_app = typer.Typer(no_args_is_help=True, help="Agents' flags on served answers.")
+
+
+def queue(
+    ctx: typer.Context,
+    team: Annotated[list[str] | None, typer.Option("--team", help="Only these teams (repeat); default: all.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The owners' review queue: stale articles, flags, pending versions, content gaps."""
+    from kb.queue import review_queue
+
+    c = get_ctx(ctx)
+    with c.session() as session:
+        items = review_queue(session, teams=team or None)
+    if as_json:
+        print_json(items)
+        return
+    if not items:
+        out.print("the review queue is empty")
+    for i in items:
+        what = i.get("article_id") or i.get("question")
+        extra = (f"flag {i['flag_id']} ({i['reason']}): {i['question']}" if i["kind"] == "flag"
+                 else f"x{i['count']}" if i["kind"] == "gap" else i.get("owner", ""))
+        out.print(f"{i['kind']:<9} {what}  {extra}  age {i.get('age_days', 0)}d")
+
+
+def flags_resolve(
+    ctx: typer.Context,
+    flag_id: int,
+    resolution: Annotated[str, typer.Option("--resolution", help="fixed | no_change | duplicate | wont_fix")],
+    user: Annotated[str, typer.Option("--as", help="Who resolves it (audit log).")],
+    note: Annotated[str, typer.Option("--note")] = "",
+) -> None:
+    """Close an agent's flag."""
+    from kb.flags import resolve_flag
+
+    c = get_ctx(ctx)
+    with c.session() as session:
+        try:
+            f = resolve_flag(session, flag_id=flag_id, by=user, resolution=resolution, note=note)
+        except CanonError as exc:
+            fail(exc)
+    out.print(f"flag {f.id} resolved ({f.resolution}) by {f.resolved_by}")
+
+
+def register_owner_commands(app: typer.Typer) -> None:
+    flags_app.command("resolve")(flags_resolve)
+    app.add_typer(flags_app, name="flags")
+    app.command()(queue)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -266,3 +267,25 @@ def test_rate_limit_returns_429_with_retry_after(settings: Settings, engine: Eng
         r = client.post("/v1/assist", json={"question": "a read rule"},
                         headers=base["tokens"]["admin"])
         assert r.status_code == 200
+
+
+def test_queue_and_flag_resolution_from_the_cli(env: dict[str, Any]) -> None:
+    flag_id = _flag(env, "what is the a read rule?")
+    settings: Settings = env["settings"]
+    cli_env = {"KB_DATA_DIR": str(settings.data_dir),
+               "KB_DATABASE_URL": settings.resolved_database_url}
+    runner = CliRunner()
+    queue = runner.invoke(cli_app, ["queue", "--team", "team-a", "--json"], env=cli_env)
+    assert queue.exit_code == 0
+    flags = [i for i in json.loads(queue.stdout) if i["kind"] == "flag"]
+    assert [f["flag_id"] for f in flags] == [flag_id]
+    other = runner.invoke(cli_app, ["queue", "--team", "team-b", "--json"], env=cli_env)
+    assert [i["kind"] for i in json.loads(other.stdout)] == ["pending"]  # b-approve v2 only
+    done = runner.invoke(cli_app, ["flags", "resolve", str(flag_id), "--resolution", "fixed",
+                                   "--as", "owner-a"], env=cli_env)
+    assert done.exit_code == 0 and "resolved" in done.output
+    again = runner.invoke(cli_app, ["flags", "resolve", str(flag_id), "--resolution", "fixed",
+                                    "--as", "owner-a"], env=cli_env)
+    assert again.exit_code == 6 and "already resolved" in again.output
+    queue = runner.invoke(cli_app, ["queue", "--team", "team-a", "--json"], env=cli_env)
+    assert all(i["kind"] != "flag" for i in json.loads(queue.stdout))
