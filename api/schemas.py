@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from assist.answer import AssistResult
+from assist.answer import AssistResult, Citation, Escalation
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -31,53 +31,27 @@ class AssistRequest(BaseModel):
         return value.strip()
 
 
-class CitationOut(BaseModel):
-    article_id: str
-    title: str
-    version: int
-    content_sha256: str
-    section: list[str]
-    anchor: str
-    start: int
-    end: int
-    passage_sha256: str
-    owner: str
-    approved_at: datetime
-    last_reviewed: datetime
-    risk: str
-    locale: str
-
-
 class PassageOut(BaseModel):
     text: str
     score: float
-    citation: CitationOut
-
-
-class EscalationOut(BaseModel):
-    team: str
-    reason: str
-    question: str
-    found: list[dict[str, Any]]
-    message: str
+    citation: Citation  # the domain dataclass: one definition of the citation fields
 
 
 class AssistResponse(BaseModel):
     status: Literal["answered", "escalate", "no_answer"]
     passages: list[PassageOut]
     warnings: list[dict[str, str]]
-    escalation: EscalationOut | None
+    escalation: Escalation | None
     query_id: str
 
     @classmethod
     def from_result(cls, r: AssistResult) -> AssistResponse:
         return cls(
             status=r.status,
-            passages=[PassageOut(text=p.text, score=p.score,
-                                 citation=CitationOut(**p.citation.__dict__))
+            passages=[PassageOut(text=p.text, score=p.score, citation=p.citation)
                       for p in r.passages],
             warnings=r.warnings,
-            escalation=EscalationOut(**r.escalation.__dict__) if r.escalation else None,
+            escalation=r.escalation,
             query_id=r.query_id,
         )
 

@@ -285,6 +285,10 @@ def test_health_probes(demo: dict[str, Any]) -> None:
     assert demo["client"].get("/healthz").json() == {"status": "ok"}
     ready = demo["client"].get("/readyz")
     assert ready.status_code == 200 and ready.json()["database"] == "ok"
+    spec = demo["client"].get("/openapi.json").json()
+    assert {"/v1/assist", "/v1/review-queue", "/v1/articles/{article_id}"} <= set(spec["paths"])
+    citation = spec["components"]["schemas"]["Citation"]["properties"]
+    assert {"passage_sha256", "content_sha256", "anchor", "section"} <= set(citation)
 
 
 def test_cross_tenant_isolation_over_1000_pairs(demo: dict[str, Any]) -> None:
