@@ -54,9 +54,10 @@ def _chunks_for(session: Session, wanted: dict[str, int], max_chars: int) -> lis
 
 def _embed_pipelined(
     index: ChunkIndex, chunks: Sequence[Chunk], article_ids: Sequence[str],
-    batch: int, progress: Progress | None,
+    batch: int, progress: Progress | None, indexed: set[str],
 ) -> None:
-    """Embed batch i+1 while batch i is written to the index."""
+    """Embed batch i+1 while batch i is written to the index. Old chunks are deleted only
+    for articles the index holds (``indexed``): a full rebuild deletes nothing."""
     if not chunks:
         index.replace(article_ids, [], np.zeros((0, index.embedder.dim), dtype=np.float32))
         return
@@ -95,7 +96,7 @@ def _embed_pipelined(
     done = 0
     while (item := work.get()) is not None:
         ids, group, vecs = item
-        index.write(sorted(ids), group, vecs)
+        index.write(sorted(set(ids) & indexed), group, vecs)
         done += len(group)
         if progress:
             progress(done, len(chunks))
@@ -119,7 +120,8 @@ def refresh(
         return report
     wanted = {a: served[a] for a in stale if a in served}
     chunks = _chunks_for(session, wanted, max_chars)
-    _embed_pipelined(index, chunks, stale, batch=256, progress=progress)
+    _embed_pipelined(index, chunks, stale, batch=256, progress=progress,
+                     indexed=set(indexed))
     report.indexed = sorted(wanted.items())
     report.removed = [a for a in stale if a not in served]
     report.chunks = len(chunks)
