@@ -348,6 +348,9 @@ class ChunkIndex:
         known = {v for v in views if v.startswith("vendor:")}
         for vendor in sorted(set(vendors) - known):
             self._backfill_vendor_view(vendor, existing.values())
+            # Register the view now (even empty), so the next writes fill it directly instead
+            # of copying everything later.
+            self._collection(vendor, "en", create=True)
         return known | set(vendors)
 
     def _backfill_vendor_view(self, vendor: str, existing: Iterable[Any]) -> None:
