@@ -168,9 +168,14 @@ def sync_folder(
         if on_article:
             on_article(cand.parsed.id)
         who = author or (git_author(root / cand.rel) if git_author else None) or "unknown"
+        part = SyncReport(root=root_key)  # reported only once committed
         try:
-            _apply(session, report, articles, cand, root_key, who, actor, at)
+            _apply(session, part, articles, cand, root_key, who, actor, at)
             session.commit()
+            report.created += part.created
+            report.updated += part.updated
+            report.moved += part.moved
+            report.restored += part.restored
         except Exception as exc:
             session.rollback()
             articles = {a.id: a for a in session.exec(select(Article)).all()}

@@ -166,3 +166,32 @@ def test_every_change_is_audited(session: Session, content_dir: Path) -> None:
                        "source_removed", "article_retired"]
     created = session.exec(select(AuditEvent).where(AuditEvent.action == "version_created")).one()
     assert created.actor == "alice" and created.details["content_sha256"]
+
+
+def test_failure_while_storing_one_article_rolls_back_only_that_article(
+    session: Session, content_dir: Path
+) -> None:
+    """A failure mid-sync (here: a conflicting row written by someone else) leaves every
+    served version and recorded event as it was; the other articles still sync."""
+    first = write_article(content_dir, "first", body="# First\n## A\nOld text.\n")
+    second = write_article(content_dir, "second", body="# Second\n## A\nOld text.\n")
+    sync_folder(session, root=content_dir, author="alice")
+    governance.approve_all(session, approver="bob")
+    before = _snapshot(session)
+    events = _counts(session)[3]
+    # Another writer already took version 2 of "first": our insert will violate the key.
+    session.add(ArticleVersion(article_id="first", number=2, content_sha256="x" * 64,
+                               text="conflicting", meta={}, author="mallory"))
+    session.commit()
+    first.write_text(article_text("first", body="# First\n## A\nNew text.\n"))
+    second.write_text(article_text("second", body="# Second\n## A\nNew text.\n"))
+    report = sync_folder(session, root=content_dir, author="alice")
+    assert [p.path for p in report.errors] == ["first.md"]
+    assert "nothing was changed for this article" in report.errors[0].fix
+    assert report.updated == [("second", 2)]
+    served = governance.served_version(session, article_id="first")
+    assert served is not None and served.number == 1 and "Old text." in served.text
+    after = _snapshot(session)
+    assert [v for v in after if v[0] == "first" and v[1] == 1] == [
+        v for v in before if v[0] == "first"]
+    assert _counts(session)[3] == events + 1  # only "second"'s version_created
