@@ -427,7 +427,7 @@ def _demo_users(c: Ctx) -> None:
 DEMO_QUESTIONS = [
     "customer cancelled their annual plan 20 days in, can they get a refund?",
     "customer says a charge on their bill is wrong and wants to dispute it",
-    "what are our internal fraud detection rules?",
+    "customer forgot their password and is locked out, what do I do?",
     "what's the weather going to be like tomorrow?",
 ]
 
