@@ -17,12 +17,35 @@ from kb.models import ApiToken, User, utcnow
 
 ROLES = ("agent", "owner", "approver", "evaluator", "admin")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,199}$")
+TOKEN_PREFIX = "canon_"
 BAD_TOKEN = "invalid or expired token; ask an admin for a new one (kb tokens create)"
-_TOUCH_EVERY = timedelta(minutes=1)
+_TOUCH_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often
 
 
-def _hash(token: str) -> str:
+def token_sha256(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _problems(name: str, role: str, teams: Sequence[str], audiences: Sequence[str]) -> list[str]:
+    problems = []
+    if not NAME_RE.match(name):
+        problems.append(f"'{name}' is not a valid user name (use lowercase letters, digits, "
+                        "'.', '_', '@' and '-', e.g. acme-agent-7)")
+    if role not in ROLES:
+        problems.append(f"unknown role '{role}' (use one of {', '.join(ROLES)})")
+    bad_teams = [t for t in teams if not TEAM_RE.match(t)]
+    if bad_teams:
+        problems.append(f"invalid team ids {bad_teams} (use letters, digits, '.', '_', '@' "
+                        "and '-', e.g. billing-knowledge)")
+    bad_aud = [a for a in audiences if not AUDIENCE_RE.match(a)]
+    if bad_aud:
+        problems.append(f"unknown audiences {bad_aud} (use internal, vendors or "
+                        "vendor:<name>, lowercase)")
+    if role == "agent" and not audiences:
+        problems.append("an agent needs at least one --audience (e.g. vendor:acme)")
+    if role in ("owner", "approver") and not teams:
+        problems.append(f"an {role} needs at least one --team (e.g. billing-knowledge)")
+    return problems
 
 
 def add_user(
@@ -30,32 +53,18 @@ def add_user(
     audiences: Sequence[str] = (), by: str,
 ) -> User:
     """Create a user. Agents need an audience; owners and approvers need a team."""
-    problems = []
-    if not NAME_RE.match(name):
-        problems.append(f"'{name}' is not a valid user name (use lowercase letters, digits, "
-                        "'.', '_', '@', '-')")
-    if role not in ROLES:
-        problems.append(f"unknown role '{role}' (use one of {', '.join(ROLES)})")
-    bad_teams = [t for t in teams if not TEAM_RE.match(t)]
-    if bad_teams:
-        problems.append(f"invalid team ids {bad_teams}")
-    bad_aud = [a for a in audiences if not AUDIENCE_RE.match(a)]
-    if bad_aud:
-        problems.append(f"unknown audiences {bad_aud} (use internal, vendors or vendor:<name>)")
-    if role == "agent" and not audiences:
-        problems.append("an agent needs at least one --audience (e.g. vendor:acme)")
-    if role in ("owner", "approver") and not teams:
-        problems.append(f"an {role} needs at least one --team")
+    problems = _problems(name, role, teams, audiences)
     if problems:
         raise InvalidInput("; ".join(problems))
     if session.get(User, name) is not None:
-        raise Conflict(f"user '{name}' already exists; pick another name")
+        raise Conflict(f"user '{name}' already exists; pick another name or see "
+                       "`kb users list`")
     user = User(name=name, role=role, teams=list(dict.fromkeys(teams)),
                 audiences=list(dict.fromkeys(audiences)))
     session.add(user)
     audit.record(session, actor=by, action="user_added",
-                 details={"user": name, "role": role, "teams": list(teams),
-                          "audiences": list(audiences)})
+                 details={"user": name, "role": role, "teams": user.teams,
+                          "audiences": user.audiences})
     session.commit()
     return user
 
@@ -71,31 +80,43 @@ def list_users(session: Session) -> Sequence[User]:
     return session.exec(select(User).order_by(col(User.name))).all()
 
 
+def _new_token_id(session: Session) -> str:
+    while True:  # 32 random bits: a clash is rare, but never an IntegrityError
+        token_id = "tok_" + secrets.token_hex(4)
+        if session.get(ApiToken, token_id) is None:
+            return token_id
+
+
 def create_token(
     session: Session, *, user: str, expires_in: timedelta | None, by: str, note: str = "",
     now: datetime | None = None,
 ) -> tuple[ApiToken, str]:
     """A new token for ``user``: (row, plaintext). The plaintext is never stored."""
     get_user(session, name=user)
+    if expires_in is not None and expires_in <= timedelta(0):
+        raise InvalidInput("a token must expire in the future; use e.g. --expires 90d")
     now = now or utcnow()
-    token = "canon_" + secrets.token_urlsafe(32)
-    row = ApiToken(id="tok_" + secrets.token_hex(4), user_name=user,
-                   token_sha256=_hash(token), created_at=now,
-                   expires_at=now + expires_in if expires_in else None, note=note)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(id=_new_token_id(session), user_name=user, token_sha256=token_sha256(token),
+                   created_at=now, expires_at=now + expires_in if expires_in else None,
+                   note=note)
     session.add(row)
-    audit.record(session, actor=by, action="token_created",
-                 details={"token_id": row.id, "user": user,
+    audit.record(session, actor=by, action="token_created", at=now,
+                 details={"token_id": row.id, "user": user, "note": note,
                           "expires_at": row.expires_at.isoformat() if row.expires_at else None})
     session.commit()
     return row, token
 
 
 def revoke_token(session: Session, *, token_id: str, by: str) -> ApiToken:
+    """Revoke a token; it stops working at once."""
     row = session.get(ApiToken, token_id)
     if row is None:
         raise InvalidInput(f"no token '{token_id}'; list tokens with `kb tokens list`")
     if row.revoked_at is not None:
-        raise Conflict(f"token '{token_id}' is already revoked")
+        when = f"{row.revoked_at:%Y-%m-%d %H:%M} UTC"
+        raise Conflict(f"token '{token_id}' is already revoked (at {when}); create a new one "
+                       "with `kb tokens create`")
     row.revoked_at = utcnow()
     session.add(row)
     audit.record(session, actor=by, action="token_revoked",
@@ -105,21 +126,30 @@ def revoke_token(session: Session, *, token_id: str, by: str) -> ApiToken:
 
 
 def list_tokens(session: Session, *, user: str | None = None) -> Sequence[ApiToken]:
-    query = select(ApiToken).order_by(col(ApiToken.created_at))
+    query = select(ApiToken).order_by(col(ApiToken.created_at), col(ApiToken.id))
     if user:
         query = query.where(ApiToken.user_name == user)
     return session.exec(query).all()
 
 
 def authenticate(session: Session, *, token: str, now: datetime | None = None) -> User:
-    """The user behind a token, or :class:`Unauthenticated` (one message for every reason)."""
-    now = now or utcnow()
-    row = session.exec(select(ApiToken).where(ApiToken.token_sha256 == _hash(token))).first()
-    if row is None or row.revoked_at is not None or (
-            row.expires_at is not None and row.expires_at <= now):
+    """The user behind a token, or :class:`Unauthenticated` (one message for every reason).
+
+    One indexed query (token hash joined to its user); ``last_used_at`` is written at most
+    once a minute, so a busy token does not cost a write per request.
+    """
+    if not token.startswith(TOKEN_PREFIX):
         raise Unauthenticated(BAD_TOKEN)
-    user = session.get(User, row.user_name)
-    if user is None or user.disabled:
+    now = now or utcnow()
+    found = session.exec(
+        select(ApiToken, User).join(User, col(ApiToken.user_name) == col(User.name))
+        .where(ApiToken.token_sha256 == token_sha256(token))
+    ).first()
+    if found is None:
+        raise Unauthenticated(BAD_TOKEN)
+    row, user = found
+    if (row.revoked_at is not None or user.disabled
+            or (row.expires_at is not None and row.expires_at <= now)):
         raise Unauthenticated(BAD_TOKEN)
     if row.last_used_at is None or now - row.last_used_at >= _TOUCH_EVERY:
         row.last_used_at = now
