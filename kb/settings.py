@@ -19,6 +19,9 @@ class IndexSettings(BaseModel):
     """How approved text is chunked and indexed."""
 
     chunk_max_chars: int = 1200
+    # How all-MiniLM-L6-v2 runs: ONNX Runtime (fast) or NumPy (reference); same vectors.
+    embedder: Literal["onnx", "numpy"] = "onnx"
+    embedder_threads: int = Field(default=0, ge=0)  # ONNX Runtime threads; 0 = every core
     hnsw_ef_search: int = 400
     hnsw_ef_construction: int = 200
     hnsw_max_neighbors: int = 32

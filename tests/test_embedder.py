@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assist.embedder import MODEL_NAME, MiniLMEmbedder, as_llama_index_embedding
+from assist.embedder import BACKENDS, MODEL_NAME, MiniLMEmbedder, as_llama_index_embedding
 
 FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.json"
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,9 +29,9 @@ MIXED = [
 ]
 
 
-@pytest.fixture(scope="module")
-def embedder() -> MiniLMEmbedder:
-    return MiniLMEmbedder().load()
+@pytest.fixture(scope="module", params=BACKENDS)
+def embedder(request: pytest.FixtureRequest) -> MiniLMEmbedder:
+    return MiniLMEmbedder(backend=request.param).load()
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +124,20 @@ def test_rejects_bare_string_and_bad_batch_size(embedder: MiniLMEmbedder) -> Non
         embedder.embed(["x"], batch_size=0)
 
 
+def test_rejects_unknown_backend_and_bad_threads() -> None:
+    with pytest.raises(ValueError, match="unknown embedding backend 'torch'; use one of onnx"):
+        MiniLMEmbedder(backend="torch")
+    with pytest.raises(ValueError, match="threads must be >= 0"):
+        MiniLMEmbedder(threads=-1)
+
+
+def test_backends_agree_on_mixed_batches() -> None:
+    """ONNX Runtime and NumPy compute the same vectors (padding and truncation included)."""
+    onnx = MiniLMEmbedder(backend="onnx", threads=1).embed(MIXED, batch_size=3)
+    ref = MiniLMEmbedder(backend="numpy").embed(MIXED, batch_size=3)
+    assert np.abs(onnx - ref).max() < 1e-5
+
+
 def test_loads_lazily(tmp_path: Path) -> None:
     missing = MiniLMEmbedder(model_dir=tmp_path / "missing")  # constructing reads nothing
     assert missing.dim == 384
@@ -143,7 +157,8 @@ def test_never_imports_torch() -> None:
     code = (
         "import sys\n"
         "from assist.embedder import MiniLMEmbedder\n"
-        "MiniLMEmbedder().embed(['hello world'])\n"
+        "MiniLMEmbedder(backend='onnx').embed(['hello world'])\n"
+        "MiniLMEmbedder(backend='numpy').embed(['hello world'])\n"
         "bad = {'torch', 'sentence_transformers', 'transformers'} & set(sys.modules)\n"
         "assert not bad, bad\n"
     )

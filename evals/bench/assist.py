@@ -72,11 +72,11 @@ def free_port() -> int:
 
 
 async def load(url: str, bodies: list[dict[str, str]], concurrency: int,
-               seconds: float) -> tuple[int, list[float], float]:
+               seconds: float, token: str) -> tuple[int, list[float], float]:
     import httpx
 
     latencies: list[float] = []
-    headers = {"X-Canon-Audience": "internal", "X-Canon-Caller": "bench"}
+    headers = {"Authorization": f"Bearer {token}"}
     stop = time.perf_counter() + seconds
     count = 0
 
@@ -99,7 +99,7 @@ async def load(url: str, bodies: list[dict[str, str]], concurrency: int,
 
 
 def wrk_load(url: str, bodies: list[dict[str, str]], concurrency: int,
-             seconds: float) -> tuple[float, float, float] | None:
+             seconds: float, token: str) -> tuple[float, float, float] | None:
     """(req/s, p50 ms, p99 ms) measured by wrk (a C load generator), if installed."""
     import json
     import re
@@ -111,7 +111,7 @@ def wrk_load(url: str, bodies: list[dict[str, str]], concurrency: int,
     lua.write_text(
         "local bodies = {" + items + "}\nlocal i = 0\n"
         "request = function()\n  i = i + 1\n  return wrk.format('POST', '/v1/assist', "
-        "{['Content-Type']='application/json', ['X-Canon-Audience']='internal'}, "
+        "{['Content-Type']='application/json', ['Authorization']='Bearer " + token + "'}, "
         "bodies[(i % #bodies) + 1])\nend\n")
     res = subprocess.run(["wrk", "-t", "2", "-c", str(concurrency), "-d", f"{int(seconds)}s",
                           "--latency", "-s", str(lua), url], capture_output=True, text=True,
@@ -143,6 +143,7 @@ def main() -> None:
     from assist.runtime import make_assistant
     from kb import db, governance
     from kb.governance import served_numbers
+    from kb.identity import add_user, create_token
     from kb.models import ArticleVersion
     from kb.settings import Settings
     from kb.sync import sync_folder
@@ -158,6 +159,9 @@ def main() -> None:
     with Session(engine, expire_on_commit=False) as s:
         sync_folder(s, root=content, author="bench-writer")
         governance.approve_all(s, approver="bench-approver")
+        # The load runs as an evaluator (answers scoped to the internal audience).
+        add_user(s, name="bench-evaluator", role="evaluator", by="bench")
+        _, token = create_token(s, user="bench-evaluator", expires_in=None, by="bench")
         served = served_numbers(s)
         chunks = []
         for v in s.exec(select(ArticleVersion)).all():
@@ -213,7 +217,7 @@ def main() -> None:
     if not args.skip_server:
         port = free_port()
         env = {**os.environ, "KB_DATA_DIR": str(settings.data_dir),
-               "KB_CONTENT_DIR": str(content)}
+               "KB_CONTENT_DIR": str(content), "KB_ASSIST_RATE_PER_MINUTE": "0"}
         server = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "serve", "--port", str(port)], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -229,13 +233,13 @@ def main() -> None:
                     pass
                 time.sleep(0.1)
             bodies = [{"question": q} for q in questions]
-            asyncio.run(load(url, bodies, 8, 3.0))  # warm up
-            measured = wrk_load(url, bodies, 8, args.seconds)
+            asyncio.run(load(url, bodies, 8, 3.0, token))  # warm up
+            measured = wrk_load(url, bodies, 8, args.seconds, token)
             if measured is not None:
                 rps, p50c, p99c = measured
                 print(f"kb serve, 1 worker, concurrency 8 (wrk): {rps:.0f} req/s, p50 "
                       f"{p50c:.1f} ms, p99 {p99c:.1f} ms (target >= 150 req/s)")
-            n, lat, wall = asyncio.run(load(url, bodies, 8, args.seconds))
+            n, lat, wall = asyncio.run(load(url, bodies, 8, args.seconds, token))
             print(f"kb serve, 1 worker, concurrency 8 (httpx client in Python): "
                   f"{n / wall:.0f} req/s, p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms")
         finally:
