@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine
 from sqlmodel import Session, col, select
 
 from assist.chunks import passage_sha256
-from assist.index import ChunkIndex, caller_view, visible
+from assist.index import ChunkIndex, caller_views, visible
 from assist.redact import redact
 from assist.retrieve import Candidate, retrieve
 from kb import audit
@@ -228,12 +228,12 @@ class Assistant:
         top_k = max(1, min(q.top_k or cfg.default_top_k, cfg.max_top_k))
         redacted = redact(q.text)
         vector = self.index.embedder.embed_query(q.text)
-        view = caller_view(q.audience, self.index.views())
+        views = caller_views(q.audience, self.index.views())
         result = AssistResult(query_id=query_id, status=NO_ANSWER)
 
-        candidates = self._candidates(q.text, vector, view, locale, q.tags)
+        candidates = self._candidates(q.text, vector, views, locale, q.tags)
         if locale != cfg.default_locale and self._confidence(candidates) < cfg.min_score:
-            fallback = self._candidates(q.text, vector, view, cfg.default_locale, q.tags)
+            fallback = self._candidates(q.text, vector, views, cfg.default_locale, q.tags)
             if fallback:
                 result.warnings.append({
                     "code": "locale_fallback",
@@ -266,9 +266,9 @@ class Assistant:
             ))
         return result
 
-    def _candidates(self, text: str, vector: Any, view: str, locale: str,
+    def _candidates(self, text: str, vector: Any, views: tuple[str, ...], locale: str,
                     tags: frozenset[str]) -> list[Candidate]:
-        return retrieve(self.index, question=text, vector=vector, view=view, locale=locale,
+        return retrieve(self.index, question=text, vector=vector, views=views, locale=locale,
                         settings=self.settings.retrieval, tags=tags)
 
     def _confidence(self, candidates: list[Candidate]) -> float:

@@ -63,7 +63,7 @@ def check_approval(
     findings: list[Finding] = []
     for qi, question in enumerate(questions):
         others = [(index.chunk(cid), sim) for cid, sim in index.dense(
-            qv[qi], view=INTERNAL, locale=new_chunks[0].locale if new_chunks else "en", n=20)]
+            qv[qi], views=(INTERNAL,), locale=new_chunks[0].locale if new_chunks else "en", n=20)]
         current = [(c, s) for c, s in others if c is not None]
         before_top = current[0][0].article_id if current else None
         rivals = [(c, s) for c, s in current if c.article_id != version.article_id]

@@ -3,12 +3,14 @@
 This is the only module that talks to Chroma. It speaks domain types outward (``Chunk``).
 
 Scoping without filters: Chroma ``where`` filters cost time in proportion to the collection,
-so chunks are partitioned into one collection per *view* x locale, where a view is what one
-kind of caller may see (``internal``, ``vendors``, ``vendor:<name>``). A chunk whose audience
-is ``[internal, vendors]`` is stored in the ``internal`` view and in every vendor view; a
-caller's query touches exactly one collection, which holds nothing it may not see. The
-collection names start with a prefix derived from the embedding model and chunking
-parameters, so a changed model never mixes vectors.
+so chunks are partitioned into one collection per *view* x locale. A view is one audience
+label: ``internal``, ``vendors`` (every vendor) or ``vendor:<name>`` (one vendor only). A
+chunk is stored once in each view its audience names, so ``[internal, vendors]`` costs two
+vectors, not one per vendor. A caller queries only views it may see: staff ``internal``; a
+vendor's agent ``vendors`` plus its own ``vendor:<name>`` view (small, so the second query is
+cheap), merged by similarity. No collection ever holds a chunk its readers may not see. The
+collection names start with a prefix derived from the embedding model, the chunking
+parameters and this storage layout, so a changed model never mixes vectors.
 
 BM25 is rebuilt in memory from the chunks stored in Chroma whenever the index generation
 (kept in a small state collection, so every worker and machine sees it) changes.
@@ -36,6 +38,7 @@ from assist.chunks import CHUNKER_VERSION, Chunk, parse_chunk_id
 from kb.settings import IndexSettings
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
+LAYOUT_VERSION = 2  # 2: one copy per audience label, chunk fields packed in one metadata key
 _STOPWORDS = frozenset(bm25s.stopwords.STOPWORDS_EN)
 INTERNAL, VENDORS = "internal", "vendors"
 
@@ -59,30 +62,25 @@ def _slug(value: str) -> str:
 def collection_prefix(model_name: str, settings: IndexSettings) -> str:
     """Encodes model + chunking parameters: a different model never shares vectors."""
     model = _slug(model_name.split("/")[-1])
-    return f"canon-{model}-c{settings.chunk_max_chars}-k{CHUNKER_VERSION}"
+    return (f"canon-{model}-c{settings.chunk_max_chars}-k{CHUNKER_VERSION}"
+            f"-l{LAYOUT_VERSION}")
 
 
-def caller_view(audience: str, views: Iterable[str]) -> str:
-    """The one view a caller queries: its own vendor view if one exists, else the generic."""
+def caller_views(audience: str, views: Iterable[str]) -> tuple[str, ...]:
+    """The views a caller queries: staff ``internal``; a vendor's agent the shared
+    ``vendors`` view plus its own vendor view when one exists; anyone else nothing."""
     if audience == INTERNAL:
-        return INTERNAL
-    if audience.startswith("vendor:") and audience in set(views):
-        return audience
-    return VENDORS
+        return (INTERNAL,)
+    if audience == VENDORS:
+        return (VENDORS,)
+    if audience.startswith("vendor:"):
+        return (VENDORS, audience) if audience in set(views) else (VENDORS,)
+    return ()
 
 
-def chunk_views(audience: Sequence[str], vendor_views: Iterable[str]) -> set[str]:
-    """Every view that may see a chunk with this audience."""
-    views: set[str] = set()
-    for a in audience:
-        if a == INTERNAL:
-            views.add(INTERNAL)
-        elif a == VENDORS:
-            views.add(VENDORS)
-            views.update(vendor_views)
-        elif a.startswith("vendor:"):
-            views.add(a)
-    return views
+def chunk_views(audience: Sequence[str]) -> set[str]:
+    """The views a chunk with this audience is stored in (one per audience label)."""
+    return {a for a in audience if a in (INTERNAL, VENDORS) or a.startswith("vendor:")}
 
 
 def visible(audience: Sequence[str], caller_audience: str) -> bool:
@@ -112,6 +110,7 @@ class _Catalog:
     ids: dict[str, int]
     bm25: bm25s.BM25 | None
     masks: dict[tuple[str, str], NDArray[np.float32]]
+    sizes: dict[tuple[str, str], int]  # chunks per (view, locale) collection
     views: set[str]
     idf: dict[str, float]
     terms: list[frozenset[str]]  # lexical terms of each chunk
@@ -133,24 +132,24 @@ def make_chroma_client(data_dir: Path, chroma_url: str | None) -> Any:
 
 
 def _meta(chunk: Chunk) -> dict[str, Any]:
-    return {
-        "article_id": chunk.article_id, "version": chunk.version,
-        "content_sha256": chunk.content_sha256, "start": chunk.start, "end": chunk.end,
-        "heading_path": json.dumps(chunk.heading_path, ensure_ascii=False),
-        "anchor": chunk.anchor, "approved": chunk.approved, "title": chunk.title,
-        "audience": json.dumps(chunk.audience), "locale": chunk.locale, "risk": chunk.risk,
-        "tags": json.dumps(chunk.tags),
-    }
+    """Chroma metadata: ``article_id`` (for deletes) and every other field packed in one
+    JSON value. Chroma stores and indexes one row per metadata key, so packing makes writes
+    markedly cheaper; nothing ever filters on the packed fields."""
+    packed = [chunk.version, chunk.content_sha256, chunk.start, chunk.end,
+              list(chunk.heading_path), chunk.anchor, chunk.approved, chunk.title,
+              list(chunk.audience), chunk.locale, chunk.risk, list(chunk.tags)]
+    return {"article_id": chunk.article_id,
+            "chunk": json.dumps(packed, ensure_ascii=False, separators=(",", ":"))}
 
 
 def _from_meta(meta: dict[str, Any], text: str) -> Chunk:
+    (version, sha, start, end, path, anchor, approved, title, audience, locale, risk,
+     tags) = json.loads(meta["chunk"])
     return Chunk(
-        article_id=meta["article_id"], version=int(meta["version"]),
-        content_sha256=meta["content_sha256"], start=int(meta["start"]), end=int(meta["end"]),
-        heading_path=tuple(json.loads(meta["heading_path"])), anchor=meta["anchor"],
-        approved=bool(meta["approved"]), title=meta["title"],
-        audience=tuple(json.loads(meta["audience"])), locale=meta["locale"],
-        risk=meta["risk"], tags=tuple(json.loads(meta["tags"])), text=text,
+        article_id=meta["article_id"], version=int(version), content_sha256=sha,
+        start=int(start), end=int(end), heading_path=tuple(path), anchor=anchor,
+        approved=bool(approved), title=title, audience=tuple(audience), locale=locale,
+        risk=risk, tags=tuple(tags), text=text,
     )
 
 
@@ -271,7 +270,8 @@ class ChunkIndex:
             mask = np.zeros(len(chunks), dtype=np.float32)
             mask[rows] = 1.0
             masks[key] = mask
-        return _Catalog(generation, chunks, ids, bm25, masks, views, idf, terms)
+        sizes = {key: len(rows) for key, rows in membership.items()}
+        return _Catalog(generation, chunks, ids, bm25, masks, sizes, views, idf, terms)
 
     def manifest(self) -> dict[str, int]:
         """Article id -> version number currently indexed."""
@@ -315,19 +315,20 @@ class ChunkIndex:
         self.bump()
 
     def write(self, article_ids: list[str], chunks: Sequence[Chunk],
-               vectors: NDArray[np.float32]) -> None:
-        existing = {c.name: c for c in self._all_collections() if not c.name.endswith("--state")}
+              vectors: NDArray[np.float32]) -> None:
+        """Delete the chunks of ``article_ids`` held by the index, then store ``chunks``
+        once in each view their audience names."""
         if article_ids:
-            for col in existing.values():
+            for col in self._all_collections():
+                if col.name.endswith("--state"):
+                    continue
                 for i in range(0, len(article_ids), 500):
                     col.delete(where={"article_id": {"$in": article_ids[i:i + 500]}})
-        new_vendors = {a for c in chunks for a in c.audience if a.startswith("vendor:")}
-        vendor_views = self.ensure_vendor_views(new_vendors, existing)
         by_key: dict[tuple[str, str], list[int]] = {}
         for i, c in enumerate(chunks):
-            for view in chunk_views(c.audience, vendor_views):
+            for view in chunk_views(c.audience):
                 by_key.setdefault((view, c.locale), []).append(i)
-        for (view, locale), rows in by_key.items():
+        for (view, locale), rows in sorted(by_key.items()):
             col = self._collection(view, locale, create=True)
             assert col is not None
             for s in range(0, len(rows), 2000):
@@ -335,41 +336,6 @@ class ChunkIndex:
                 col.upsert(ids=[chunks[i].id for i in part], embeddings=vectors[part],
                            metadatas=[_meta(chunks[i]) for i in part],
                            documents=[chunks[i].text for i in part])
-
-    def ensure_vendor_views(self, vendors: Iterable[str],
-                            existing: dict[str, Any] | None = None) -> set[str]:
-        """Create the views of vendors seen for the first time, each filled with every chunk
-        open to all vendors. Returns every vendor view. (Indexing calls this before it
-        writes, so a new vendor view starts empty instead of being copied later.)"""
-        if existing is None:
-            existing = {c.name: c for c in self._all_collections()
-                        if not c.name.endswith("--state")}
-        views = {str((c.metadata or {}).get("view")) for c in existing.values()}
-        known = {v for v in views if v.startswith("vendor:")}
-        for vendor in sorted(set(vendors) - known):
-            self._backfill_vendor_view(vendor, existing.values())
-            # Register the view now (even empty), so the next writes fill it directly instead
-            # of copying everything later.
-            self._collection(vendor, "en", create=True)
-        return known | set(vendors)
-
-    def _backfill_vendor_view(self, vendor: str, existing: Iterable[Any]) -> None:
-        step = int(self.client.get_max_batch_size()) if hasattr(
-            self.client, "get_max_batch_size") else 1000
-        for col in existing:
-            meta = col.metadata or {}
-            if meta.get("view") != VENDORS:
-                continue
-            got = col.get(include=["metadatas", "documents", "embeddings"])
-            if not got["ids"]:
-                continue
-            target = self._collection(vendor, str(meta.get("locale")), create=True)
-            assert target is not None
-            for i in range(0, len(got["ids"]), step):
-                target.upsert(ids=got["ids"][i:i + step],
-                              embeddings=got["embeddings"][i:i + step],
-                              metadatas=got["metadatas"][i:i + step],
-                              documents=got["documents"][i:i + step])
 
     def clear(self) -> None:
         """Drop every collection of this model/chunking (``kb index rebuild``)."""
@@ -380,24 +346,32 @@ class ChunkIndex:
 
     # --- reads ------------------------------------------------------------------------
 
-    def dense(self, vector: NDArray[np.float32], *, view: str, locale: str,
+    def dense(self, vector: NDArray[np.float32], *, views: Sequence[str], locale: str,
               n: int) -> list[tuple[str, float]]:
-        """(chunk id, cosine similarity), best first, from the caller's one collection."""
-        col = self._collection(view, locale, create=False)
-        if col is None:
-            return []
-        res = col.query(query_embeddings=[vector], n_results=n, include=["distances"])
-        return [(cid, 1.0 - float(d)) for cid, d in zip(res["ids"][0], res["distances"][0],
-                                                         strict=True)]
+        """(chunk id, cosine similarity), best first, from the caller's collections."""
+        sizes = self.catalog().sizes
+        found: dict[str, float] = {}
+        for view in views:
+            size = sizes.get((view, locale), 0)
+            col = self._collection(view, locale, create=False) if size else None
+            if col is None:
+                continue
+            res = col.query(query_embeddings=[vector], n_results=min(n, size),
+                            include=["distances"])
+            for cid, d in zip(res["ids"][0], res["distances"][0], strict=True):
+                found[cid] = max(found.get(cid, -1.0), 1.0 - float(d))
+        best = sorted(found.items(), key=lambda t: -t[1])
+        return best[:n]
 
-    def lexical(self, query: str, *, view: str, locale: str,
+    def lexical(self, query: str, *, views: Sequence[str], locale: str,
                 n: int) -> list[tuple[str, float]]:
-        """(chunk id, BM25 score), best first, within the caller's view and locale."""
+        """(chunk id, BM25 score), best first, within the caller's views and locale."""
         cat = self.catalog()
-        mask = cat.masks.get((view, locale))
+        masks = [m for v in views if (m := cat.masks.get((v, locale))) is not None]
         tokens = self._tokenize(query)
-        if cat.bm25 is None or mask is None or not tokens:
+        if cat.bm25 is None or not masks or not tokens:
             return []
+        mask = masks[0] if len(masks) == 1 else np.minimum(np.sum(masks, axis=0), 1.0)
         ids = cat.bm25.get_tokens_ids(tokens)
         if not ids:
             return []

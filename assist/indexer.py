@@ -76,7 +76,6 @@ def _embed_pipelined(
     if cur_ids:
         groups.append((cur_ids, cur))
 
-    index.ensure_vendor_views({a for c in chunks for a in c.audience if a.startswith("vendor:")})
     work: queue.Queue[tuple[list[str], list[Chunk], NDArray[np.float32]] | None] = (
         queue.Queue(maxsize=2))
     errors: list[BaseException] = []

@@ -65,18 +65,18 @@ def retrieve(
     *,
     question: str,
     vector: NDArray[np.float32],
-    view: str,
+    views: tuple[str, ...],
     locale: str,
     settings: RetrievalSettings,
     tags: frozenset[str] = frozenset(),
 ) -> list[Candidate]:
-    """Candidates for one caller view and locale, best first."""
+    """Candidates from the caller's views in one locale, best first."""
     n = settings.candidates * (4 if tags else 1)
     dense, lexical = [], []
     if settings.fusion != "lexical":
-        dense = index.dense(vector, view=view, locale=locale, n=n)
+        dense = index.dense(vector, views=views, locale=locale, n=n)
     if settings.fusion != "dense":
-        lexical = index.lexical(question, view=view, locale=locale, n=n)
+        lexical = index.lexical(question, views=views, locale=locale, n=n)
     out = []
     for cid, score, d, lx in fuse(dense, lexical, settings):
         chunk = index.chunk(cid)

@@ -160,7 +160,7 @@ def test_vendor_view_holds_no_internal_chunks(kb: dict[str, Any]) -> None:
     vendor_ids = {
         cid
         for cid, _ in index.dense(
-            _EMBEDDER.embed_query("staff bonus"), view="vendors", locale="en", n=10
+            _EMBEDDER.embed_query("staff bonus"), views=("vendors",), locale="en", n=10
         )
     }
     assert vendor_ids and not any(c.startswith("staff-bonus|") for c in vendor_ids)
@@ -210,11 +210,15 @@ def test_vendor_specific_article_gets_its_own_view(kb: dict[str, Any]) -> None:
     assert a.index.views() == {"internal", "vendors", "vendor:acme"}
     r = _ask(a, "what are the acme queue opening hours?")
     assert r.passages[0].citation.article_id == "acme-hours"
-    # vendor:acme still sees what all vendors see (backfilled into its view)
+    # vendor:acme still sees what all vendors see (the shared view is queried too)
     r = _ask(a, "what does the light on the hub 3 router mean?")
     assert r.passages[0].citation.article_id == "router-lights"
     r = _ask(a, "what are the acme queue opening hours?", audience="vendor:globex")
     assert all(p.citation.article_id != "acme-hours" for p in r.passages)
+    # Each chunk is stored once per audience label: the acme view holds only acme's own.
+    acme_only = a.index.dense(_EMBEDDER.embed_query("router lights"), views=("vendor:acme",),
+                              locale="en", n=10)
+    assert {cid.split("|")[0] for cid, _ in acme_only} == {"acme-hours"}
 
 
 def test_conflicting_approved_policies_escalate_as_ambiguous(kb: dict[str, Any]) -> None:
@@ -294,7 +298,7 @@ def test_index_rebuild_and_status_cli(kb: dict[str, Any]) -> None:
 
 def test_collection_name_encodes_model_and_chunking(settings: Settings) -> None:
     index = make_index(settings, embedder=_EMBEDDER)
-    assert index.prefix == "canon-all-minilm-l6-v2-c1200-k1"
+    assert index.prefix == "canon-all-minilm-l6-v2-c1200-k1-l2"
     other = make_index(
         settings.model_copy(
             update={"index": settings.index.model_copy(update={"chunk_max_chars": 600})}
