@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from assist.chunks import passage_sha256
 from assist.index import ChunkIndex, caller_views, visible
 from assist.redact import redact
-from assist.retrieve import Candidate, retrieve
+from assist.retrieve import Candidate, candidate_count, retrieve
 from kb import audit
 from kb.governance import ServedInfo, governance_tick, served_info
 from kb.models import ArticleVersion, utcnow
@@ -227,11 +227,12 @@ class Assistant:
         locale = q.locale or cfg.default_locale
         top_k = max(1, min(q.top_k or cfg.default_top_k, cfg.max_top_k))
         redacted = redact(q.text)
-        vector = self.index.embedder.embed_query(q.text)
         views = caller_views(q.audience, self.index.views())
+        n = candidate_count(self.settings.retrieval, q.tags)
+        vector, dense = self.index.search(q.text, views=views, locale=locale, n=n)
         result = AssistResult(query_id=query_id, status=NO_ANSWER)
 
-        candidates = self._candidates(q.text, vector, views, locale, q.tags)
+        candidates = self._candidates(q.text, vector, views, locale, q.tags, dense)
         if locale != cfg.default_locale and self._confidence(candidates) < cfg.min_score:
             fallback = self._candidates(q.text, vector, views, cfg.default_locale, q.tags)
             if fallback:
@@ -267,9 +268,10 @@ class Assistant:
         return result
 
     def _candidates(self, text: str, vector: Any, views: tuple[str, ...], locale: str,
-                    tags: frozenset[str]) -> list[Candidate]:
+                    tags: frozenset[str],
+                    dense: list[tuple[str, float]] | None = None) -> list[Candidate]:
         return retrieve(self.index, question=text, vector=vector, views=views, locale=locale,
-                        settings=self.settings.retrieval, tags=tags)
+                        settings=self.settings.retrieval, tags=tags, dense=dense)
 
     def _confidence(self, candidates: list[Candidate]) -> float:
         """How close the best evidence is to the question (max cosine similarity)."""

@@ -1,48 +1,43 @@
-"""Micro-batching of query embeddings under concurrency.
+"""Micro-batching under concurrency, with no timer and no added latency.
 
-With one caller a query is embedded at once in the caller's thread (no hand-off, no wait).
-When several requests arrive together, the first becomes the *leader* and embeds everything
-queued in one forward pass (8 queries cost ~13 ms together against ~4 ms each alone), while
-the others wait for their vector. No timer, no added latency.
+With one caller, work runs at once in the caller's thread (no hand-off, no wait). When
+several requests arrive together, the first becomes the *leader* and runs everything queued
+in one batch (one forward pass of the model, one Chroma query per collection), while the
+others wait for their own result.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from assist.index import Embedder
+if TYPE_CHECKING:
+    from assist.index import Embedder
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
-class BatchingEmbedder:
-    """Wraps an :class:`Embedder`; ``embed_query`` is batched across threads."""
+class Batcher(Generic[T, R]):
+    """``submit(item)`` runs ``run_batch`` over whatever concurrent callers queued."""
 
-    def __init__(self, inner: Embedder, *, max_batch: int = 16) -> None:
-        self.inner = inner
+    def __init__(self, run_batch: Callable[[list[T]], Sequence[R]], *,
+                 max_batch: int = 16) -> None:
+        self.run_batch = run_batch
         self.max_batch = max_batch
         self._cond = threading.Condition()
-        self._pending: list[tuple[str, Future[NDArray[np.float32]]]] = []
+        self._pending: list[tuple[T, Future[R]]] = []
         self._leading = False
 
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
-
-    def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> NDArray[np.float32]:
-        return self.inner.embed(texts, batch_size=batch_size)
-
-    def embed_query(self, text: str) -> NDArray[np.float32]:
-        fut: Future[NDArray[np.float32]] = Future()
+    def submit(self, item: T) -> R:
+        fut: Future[R] = Future()
         with self._cond:
-            self._pending.append((text, fut))
+            self._pending.append((item, fut))
             while self._leading and not fut.done():
                 self._cond.wait()
             if fut.done():
@@ -54,13 +49,13 @@ class BatchingEmbedder:
                     batch = self._pending[: self.max_batch]
                     del self._pending[: self.max_batch]
                 try:
-                    vectors = self.inner.embed([t for t, _ in batch], batch_size=len(batch))
+                    results = self.run_batch([i for i, _ in batch])
                 except BaseException as exc:
                     for _, f in batch:
                         f.set_exception(exc)
                     raise
-                for (_, f), vec in zip(batch, vectors, strict=True):
-                    f.set_result(vec)
+                for (_, f), res in zip(batch, results, strict=True):
+                    f.set_result(res)
                 with self._cond:
                     self._cond.notify_all()
         finally:
@@ -68,3 +63,33 @@ class BatchingEmbedder:
                 self._leading = False
                 self._cond.notify_all()
         return fut.result()
+
+
+class BatchingEmbedder:
+    """Wraps an :class:`Embedder`; ``embed_query`` is batched across threads."""
+
+    def __init__(self, inner: Embedder, *, max_batch: int = 16) -> None:
+        self.inner = inner
+        self._batcher: Batcher[str, NDArray[np.float32]] = Batcher(
+            self._embed_batch, max_batch=max_batch)
+
+    @property
+    def max_batch(self) -> int:
+        return self._batcher.max_batch
+
+    @property
+    def model_name(self) -> str:
+        return self.inner.model_name
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def _embed_batch(self, texts: list[str]) -> list[NDArray[np.float32]]:
+        return list(self.inner.embed(texts, batch_size=len(texts)))
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> NDArray[np.float32]:
+        return self.inner.embed(texts, batch_size=batch_size)
+
+    def embed_query(self, text: str) -> NDArray[np.float32]:
+        return self._batcher.submit(text)

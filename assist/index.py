@@ -34,6 +34,7 @@ import numpy as np
 import Stemmer
 from numpy.typing import NDArray
 
+from assist.batching import Batcher
 from assist.chunks import CHUNKER_VERSION, Chunk, parse_chunk_id
 from kb.settings import IndexSettings
 
@@ -116,6 +117,14 @@ class _Catalog:
     terms: list[frozenset[str]]  # lexical terms of each chunk
 
 
+@dataclass(frozen=True)
+class _Search:
+    question: str
+    views: tuple[str, ...]
+    locale: str
+    n: int
+
+
 def make_chroma_client(data_dir: Path, chroma_url: str | None) -> Any:
     """Embedded persistent Chroma under ``data_dir`` or a Chroma server; telemetry off."""
     import chromadb
@@ -168,6 +177,8 @@ class ChunkIndex:
         self._catalog: _Catalog | None = None
         self._checked_at = 0.0
         self._collections: dict[str, Any] = {}
+        self._searches: Batcher[_Search, tuple[NDArray[np.float32], list[tuple[str, float]]]] = (
+            Batcher(self._search_batch))
 
     # --- collections -----------------------------------------------------------------
 
@@ -349,19 +360,47 @@ class ChunkIndex:
     def dense(self, vector: NDArray[np.float32], *, views: Sequence[str], locale: str,
               n: int) -> list[tuple[str, float]]:
         """(chunk id, cosine similarity), best first, from the caller's collections."""
+        return self._dense_many(vector[None, :], [(tuple(views), locale, n)])[0]
+
+    def search(self, question: str, *, views: Sequence[str], locale: str,
+               n: int) -> tuple[NDArray[np.float32], list[tuple[str, float]]]:
+        """Embed ``question`` and run :meth:`dense` with it: (vector, hits).
+
+        Concurrent callers are micro-batched: one forward pass for all their questions and
+        one Chroma query per collection for all their vectors (a batched query costs about
+        60% of separate ones)."""
+        return self._searches.submit(_Search(question, tuple(views), locale, n))
+
+    def _search_batch(
+        self, items: list[_Search],
+    ) -> list[tuple[NDArray[np.float32], list[tuple[str, float]]]]:
+        vectors = self.embedder.embed([s.question for s in items], batch_size=len(items))
+        hits = self._dense_many(vectors, [(s.views, s.locale, s.n) for s in items])
+        return list(zip(vectors, hits, strict=True))
+
+    def _dense_many(self, vectors: NDArray[np.float32],
+                    asks: list[tuple[tuple[str, ...], str, int]]) -> list[list[tuple[str, float]]]:
+        """For each vector and its (views, locale, n): hits from those collections, one
+        Chroma query per collection for every vector that reads it."""
         sizes = self.catalog().sizes
-        found: dict[str, float] = {}
-        for view in views:
+        found: list[dict[str, float]] = [{} for _ in asks]
+        readers: dict[tuple[str, str], list[int]] = {}
+        for i, (views, locale, _) in enumerate(asks):
+            for view in views:
+                readers.setdefault((view, locale), []).append(i)
+        for (view, locale), rows in readers.items():
             size = sizes.get((view, locale), 0)
             col = self._collection(view, locale, create=False) if size else None
             if col is None:
                 continue
-            res = col.query(query_embeddings=[vector], n_results=min(n, size),
-                            include=["distances"])
-            for cid, d in zip(res["ids"][0], res["distances"][0], strict=True):
-                found[cid] = max(found.get(cid, -1.0), 1.0 - float(d))
-        best = sorted(found.items(), key=lambda t: -t[1])
-        return best[:n]
+            n = min(max(asks[i][2] for i in rows), size)
+            res = col.query(query_embeddings=vectors[rows], n_results=n, include=["distances"])
+            for i, ids, dists in zip(rows, res["ids"], res["distances"], strict=True):
+                hits = found[i]
+                for cid, d in zip(ids, dists, strict=True):
+                    hits[cid] = max(hits.get(cid, -1.0), 1.0 - float(d))
+        return [sorted(hits.items(), key=lambda t: -t[1])[:n]
+                for hits, (_, _, n) in zip(found, asks, strict=True)]
 
     def lexical(self, query: str, *, views: Sequence[str], locale: str,
                 n: int) -> list[tuple[str, float]]:

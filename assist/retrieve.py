@@ -60,6 +60,11 @@ def fuse(
     return [(cid, s, d.get(cid), lx.get(cid)) for cid, s in scored]
 
 
+def candidate_count(settings: RetrievalSettings, tags: frozenset[str]) -> int:
+    """How many hits each retriever returns (more when tags will filter some out)."""
+    return settings.candidates * (4 if tags else 1)
+
+
 def retrieve(
     index: ChunkIndex,
     *,
@@ -69,11 +74,15 @@ def retrieve(
     locale: str,
     settings: RetrievalSettings,
     tags: frozenset[str] = frozenset(),
+    dense: list[tuple[str, float]] | None = None,
 ) -> list[Candidate]:
-    """Candidates from the caller's views in one locale, best first."""
-    n = settings.candidates * (4 if tags else 1)
-    dense, lexical = [], []
-    if settings.fusion != "lexical":
+    """Candidates from the caller's views in one locale, best first. ``dense``: hits
+    already found with ``vector`` (:meth:`ChunkIndex.search`), else queried here."""
+    n = candidate_count(settings, tags)
+    lexical: list[tuple[str, float]] = []
+    if settings.fusion == "lexical":
+        dense = []
+    elif dense is None:
         dense = index.dense(vector, views=views, locale=locale, n=n)
     if settings.fusion != "dense":
         lexical = index.lexical(question, views=views, locale=locale, n=n)

@@ -54,12 +54,16 @@ def events(
     return session.exec(query).all()
 
 
+_QUERY_INSERT = insert(QueryLog.__table__)  # type: ignore[attr-defined]
+
+
 def record_query(conn: Connection, entry: dict[str, Any]) -> None:
     """Store an assist call (the question must already be redacted) and commit.
 
-    A plain INSERT on a connection (no ORM object): this runs on every answer.
+    A plain INSERT on a connection (no ORM object), with the values bound as parameters so
+    the compiled statement is cached: this runs on every answer.
     """
-    conn.execute(insert(QueryLog).values(**entry))
+    conn.execute(_QUERY_INSERT, entry)
     conn.commit()
 
 

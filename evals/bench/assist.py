@@ -136,7 +136,13 @@ def main() -> None:
     ap.add_argument("--skip-server", action="store_true")
     ap.add_argument("--skip-pure", action="store_true",
                     help="skip the pure-embedding baseline (faster reruns)")
+    ap.add_argument("--workdir", type=Path,
+                    help="build the scaled KB in this folder and keep it (default: a temp dir)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --workdir: reuse the KB and index built there by an earlier run")
     args = ap.parse_args()
+    if args.reuse and not args.workdir:
+        ap.error("--reuse needs --workdir")
 
     from assist import indexer
     from assist.chunks import chunk_version
@@ -148,20 +154,27 @@ def main() -> None:
     from kb.settings import Settings
     from kb.sync import sync_folder
 
-    tmp = Path(tempfile.mkdtemp(prefix="canon-bench-"))
+    tmp = args.workdir or Path(tempfile.mkdtemp(prefix="canon-bench-"))
     content = tmp / "content"
-    shutil.copytree(ROOT / "content", content)
-    generated = content / "generated"
-    generated.mkdir()
-    generate(generated, max(0, (args.chunks - 300) // 6))
+    reuse = args.reuse and (tmp / "token.txt").is_file()
+    if not reuse:
+        shutil.rmtree(tmp / ".canon", ignore_errors=True)
+        shutil.rmtree(content, ignore_errors=True)
+        shutil.copytree(ROOT / "content", content)
+        generated = content / "generated"
+        generated.mkdir()
+        generate(generated, max(0, (args.chunks - 300) // 6))
     settings = Settings(data_dir=tmp / ".canon", content_dir=content)
     engine = db.open_engine(settings)
     with Session(engine, expire_on_commit=False) as s:
-        sync_folder(s, root=content, author="bench-writer")
-        governance.approve_all(s, approver="bench-approver")
-        # The load runs as an evaluator (answers scoped to the internal audience).
-        add_user(s, name="bench-evaluator", role="evaluator", by="bench")
-        _, token = create_token(s, user="bench-evaluator", expires_in=None, by="bench")
+        if reuse:
+            token = (tmp / "token.txt").read_text().strip()
+        else:
+            sync_folder(s, root=content, author="bench-writer")
+            governance.approve_all(s, approver="bench-approver")
+            # The load runs as an evaluator (answers scoped to the internal audience).
+            add_user(s, name="bench-evaluator", role="evaluator", by="bench")
+            _, token = create_token(s, user="bench-evaluator", expires_in=None, by="bench")
         served = served_numbers(s)
         chunks = []
         for v in s.exec(select(ArticleVersion)).all():
@@ -174,14 +187,19 @@ def main() -> None:
     emb = assistant.index.embedder
     emb.embed(["warm up"])
     t0 = time.perf_counter()
-    if not args.skip_pure:
+    if not args.skip_pure and not reuse:
         emb.embed([c.embedding_text() for c in chunks], batch_size=64)
     pure = time.perf_counter() - t0
     with Session(engine) as s:
         t0 = time.perf_counter()
-        indexer.rebuild(s, assistant.index)
+        if not reuse:
+            indexer.rebuild(s, assistant.index)
         ingest = time.perf_counter() - t0
-    if args.skip_pure:
+    if not reuse:
+        (tmp / "token.txt").write_text(token)
+    if reuse:
+        print(f"ingest: reusing the index in {tmp}")
+    elif args.skip_pure:
         print(f"ingest: full index build {ingest:.1f}s (pure embedding not measured)")
     else:
         print(f"ingest: pure embedding {pure:.1f}s ({len(chunks) / pure:.0f} chunks/s), full "
@@ -246,7 +264,8 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
     engine.dispose()
-    shutil.rmtree(tmp, ignore_errors=True)
+    if args.workdir is None:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
