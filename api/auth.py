@@ -12,7 +12,7 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -68,10 +68,10 @@ def get_caller(
                   token_id=hashlib.sha256(token.encode()).hexdigest()[:16])
 
 
-def require(*roles: str) -> Callable[..., Caller]:
+def require(*roles: str) -> Callable[..., Awaitable[Caller]]:
     """A dependency that admits only callers with one of ``roles`` (admins always)."""
 
-    def dependency(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    async def dependency(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
         if caller.role != ADMIN and caller.role not in roles:
             raise HTTPException(403, detail=f"the {caller.role} role may not do this")
         return caller

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlmodel import Session, col, select
 
+from assist.batching import Batcher
 from assist.chunks import passage_sha256
 from assist.index import ChunkIndex, caller_views, visible
 from assist.redact import redact
@@ -136,6 +137,14 @@ class Assistant:
         # Served-version facts, valid while the database's governance clock is unchanged.
         self._served: dict[str, ServedInfo | None] = {}
         self._tick: int | None = None
+        # Query-log rows of concurrent answers are committed together (group commit): each
+        # caller still returns only once its own row is stored.
+        self._audit: Batcher[dict[str, Any], None] = Batcher(self._write_audit, max_batch=64)
+
+    def _write_audit(self, entries: list[dict[str, Any]]) -> list[None]:
+        with self.engine.connect() as conn:
+            audit.record_queries(conn, entries)
+        return [None] * len(entries)
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -252,19 +261,19 @@ class Assistant:
             valid = [c for c in candidates
                      if self._valid(c, infos.get(c.chunk.article_id), q.audience)]
             self._decide(result, valid, infos, redacted, top_k, q.text)
-            result.latency_ms = round((time.perf_counter() - t0) * 1000, 3)
-            audit.record_query(conn, dict(
-                id=query_id, at=utcnow(), caller=q.caller, audience=q.audience, locale=locale,
-                question=redacted, status=result.status,
-                reason=result.escalation.reason if result.escalation else None,
-                escalate_to=result.escalation.team if result.escalation else None,
-                served=[{"article_id": p.citation.article_id, "version": p.citation.version,
-                         "content_sha256": p.citation.content_sha256,
-                         "start": p.citation.start, "end": p.citation.end,
-                         "passage_sha256": p.citation.passage_sha256}
-                        for p in result.passages],
-                latency_ms=result.latency_ms,
-            ))
+        result.latency_ms = round((time.perf_counter() - t0) * 1000, 3)
+        self._audit.submit(dict(
+            id=query_id, at=utcnow(), caller=q.caller, audience=q.audience, locale=locale,
+            question=redacted, status=result.status,
+            reason=result.escalation.reason if result.escalation else None,
+            escalate_to=result.escalation.team if result.escalation else None,
+            served=[{"article_id": p.citation.article_id, "version": p.citation.version,
+                     "content_sha256": p.citation.content_sha256,
+                     "start": p.citation.start, "end": p.citation.end,
+                     "passage_sha256": p.citation.passage_sha256}
+                    for p in result.passages],
+            latency_ms=result.latency_ms,
+        ))
         return result
 
     def _candidates(self, text: str, vector: Any, views: tuple[str, ...], locale: str,
