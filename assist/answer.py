@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -140,6 +141,7 @@ class Assistant:
         # Query-log rows of concurrent answers are committed together (group commit): each
         # caller still returns only once its own row is stored.
         self._audit: Batcher[dict[str, Any], None] = Batcher(self._write_audit, max_batch=64)
+        self._side = ThreadPoolExecutor(max_workers=4, thread_name_prefix="canon-lexical")
 
     def _write_audit(self, entries: list[dict[str, Any]]) -> list[None]:
         with self.engine.connect() as conn:
@@ -238,10 +240,19 @@ class Assistant:
         redacted = redact(q.text)
         views = caller_views(q.audience, self.index.views())
         n = candidate_count(self.settings.retrieval, q.tags)
+        # BM25 runs on another core while the question is embedded and Chroma searched.
+        lexical: Future[list[tuple[str, float]]] = Future()
+        if self.settings.retrieval.fusion == "dense":
+            lexical.set_result([])
+        else:
+            lexical = self._side.submit(self.index.lexical, q.text, views=views,
+                                        locale=locale, n=n)
         vector, dense = self.index.search(q.text, views=views, locale=locale, n=n)
         result = AssistResult(query_id=query_id, status=NO_ANSWER)
 
-        candidates = self._candidates(q.text, vector, views, locale, q.tags, dense)
+        candidates = retrieve(self.index, question=q.text, vector=vector, views=views,
+                              locale=locale, settings=self.settings.retrieval, tags=q.tags,
+                              dense=dense, lexical=lexical.result())
         if locale != cfg.default_locale and self._confidence(candidates) < cfg.min_score:
             fallback = self._candidates(q.text, vector, views, cfg.default_locale, q.tags)
             if fallback:
@@ -253,7 +264,8 @@ class Assistant:
 
         # Only the best few articles can reach the answer; check those against the database.
         shortlist = list(dict.fromkeys(c.chunk.article_id for c in candidates))[:SHORTLIST]
-        candidates = [c for c in candidates if c.chunk.article_id in set(shortlist)]
+        listed = set(shortlist)
+        candidates = [c for c in candidates if c.chunk.article_id in listed]
         with self.engine.connect() as conn:
             infos = self._served_infos(conn, shortlist)
             self._version_texts(conn, {(i.article_id, i.version, i.content_sha256)
@@ -277,10 +289,9 @@ class Assistant:
         return result
 
     def _candidates(self, text: str, vector: Any, views: tuple[str, ...], locale: str,
-                    tags: frozenset[str],
-                    dense: list[tuple[str, float]] | None = None) -> list[Candidate]:
+                    tags: frozenset[str]) -> list[Candidate]:
         return retrieve(self.index, question=text, vector=vector, views=views, locale=locale,
-                        settings=self.settings.retrieval, tags=tags, dense=dense)
+                        settings=self.settings.retrieval, tags=tags)
 
     def _confidence(self, candidates: list[Candidate]) -> float:
         """How close the best evidence is to the question (max cosine similarity)."""

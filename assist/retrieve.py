@@ -75,17 +75,20 @@ def retrieve(
     settings: RetrievalSettings,
     tags: frozenset[str] = frozenset(),
     dense: list[tuple[str, float]] | None = None,
+    lexical: list[tuple[str, float]] | None = None,
 ) -> list[Candidate]:
-    """Candidates from the caller's views in one locale, best first. ``dense``: hits
-    already found with ``vector`` (:meth:`ChunkIndex.search`), else queried here."""
+    """Candidates from the caller's views in one locale, best first. ``dense`` / ``lexical``:
+    hits already found (:meth:`ChunkIndex.search`, :meth:`ChunkIndex.lexical`), else
+    queried here."""
     n = candidate_count(settings, tags)
-    lexical: list[tuple[str, float]] = []
+    if settings.fusion == "dense":
+        lexical = []
+    elif lexical is None:
+        lexical = index.lexical(question, views=views, locale=locale, n=n)
     if settings.fusion == "lexical":
         dense = []
     elif dense is None:
         dense = index.dense(vector, views=views, locale=locale, n=n)
-    if settings.fusion != "dense":
-        lexical = index.lexical(question, views=views, locale=locale, n=n)
     out = []
     for cid, score, d, lx in fuse(dense, lexical, settings):
         chunk = index.chunk(cid)

@@ -515,6 +515,8 @@ class ServedInfo:
 
     def at(self, now: datetime) -> ServedInfo:
         """The same served version with its freshness as of ``now``."""
+        if (now > self.freshness.due_at) == self.freshness.stale:
+            return self  # the due date does not depend on ``now``; only staleness does
         fresh = clock(meta=self.meta, approved_at=self.approved_at,
                       verified_at=self.verified_at, now=now)
         return replace(self, freshness=fresh)
