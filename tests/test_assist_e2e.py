@@ -322,3 +322,30 @@ def test_cross_tenant_isolation_over_1000_pairs(demo: dict[str, Any]) -> None:
             if not ("vendors" in aud or mine in aud):
                 leaks.append((who, question, article_id))
     assert leaks == []
+
+
+def test_concurrent_askers_get_their_own_answers_and_each_is_logged(
+        demo: dict[str, Any]) -> None:
+    """Under concurrency questions share forward passes, Chroma queries and audit commits;
+    every caller must still get the answer it gets alone, and its own logged entry."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kb import audit
+
+    cases = [(q, who) for q, _, _ in TOPIC_QUESTIONS for who in (VENDOR, INTERNAL)]
+    alone = {(q, who): ask(demo, q, who) for q, who in cases}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(lambda c: ask(demo, c[0], c[1]), cases * 2))
+    for (q, who), data in zip(cases * 2, together, strict=True):
+        expected = alone[(q, who)]
+        assert data["status"] == expected["status"], q
+        assert [p["citation"]["passage_sha256"] for p in data["passages"]] == [
+            p["citation"]["passage_sha256"] for p in expected["passages"]], q
+    ids = [d["query_id"] for d in together]
+    assert len(set(ids)) == len(ids)
+    with Session(demo["engine"]) as s:
+        for (_, who), data in zip(cases * 2, together, strict=True):
+            entry = audit.get_query(s, query_id=data["query_id"])
+            assert entry.caller == who and entry.audience == AUDIENCE[who]
+            assert [e["passage_sha256"] for e in entry.served] == [
+                p["citation"]["passage_sha256"] for p in data["passages"]]
