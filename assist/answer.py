@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -241,18 +241,13 @@ class Assistant:
         views = caller_views(q.audience, self.index.views())
         n = candidate_count(self.settings.retrieval, q.tags)
         # BM25 runs on another core while the question is embedded and Chroma searched.
-        lexical: Future[list[tuple[str, float]]] = Future()
-        if self.settings.retrieval.fusion == "dense":
-            lexical.set_result([])
-        else:
-            lexical = self._side.submit(self.index.lexical, q.text, views=views,
-                                        locale=locale, n=n)
+        lexical = None if self.settings.retrieval.fusion == "dense" else self._side.submit(
+            self.index.lexical, q.text, views=views, locale=locale, n=n)
         vector, dense = self.index.search(q.text, views=views, locale=locale, n=n)
         result = AssistResult(query_id=query_id, status=NO_ANSWER)
 
-        candidates = retrieve(self.index, question=q.text, vector=vector, views=views,
-                              locale=locale, settings=self.settings.retrieval, tags=q.tags,
-                              dense=dense, lexical=lexical.result())
+        candidates = self._candidates(q.text, vector, views, locale, q.tags, dense=dense,
+                                      lexical=lexical.result() if lexical else None)
         if locale != cfg.default_locale and self._confidence(candidates) < cfg.min_score:
             fallback = self._candidates(q.text, vector, views, cfg.default_locale, q.tags)
             if fallback:
@@ -289,9 +284,11 @@ class Assistant:
         return result
 
     def _candidates(self, text: str, vector: Any, views: tuple[str, ...], locale: str,
-                    tags: frozenset[str]) -> list[Candidate]:
+                    tags: frozenset[str], *, dense: list[tuple[str, float]] | None = None,
+                    lexical: list[tuple[str, float]] | None = None) -> list[Candidate]:
         return retrieve(self.index, question=text, vector=vector, views=views, locale=locale,
-                        settings=self.settings.retrieval, tags=tags)
+                        settings=self.settings.retrieval, tags=tags, dense=dense,
+                        lexical=lexical)
 
     def _confidence(self, candidates: list[Candidate]) -> float:
         """How close the best evidence is to the question (max cosine similarity)."""

@@ -11,13 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Generic, TypeVar
-
-import numpy as np
-from numpy.typing import NDArray
-
-if TYPE_CHECKING:
-    from assist.index import Embedder
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -64,32 +58,3 @@ class Batcher(Generic[T, R]):
                 self._cond.notify_all()
         return fut.result()
 
-
-class BatchingEmbedder:
-    """Wraps an :class:`Embedder`; ``embed_query`` is batched across threads."""
-
-    def __init__(self, inner: Embedder, *, max_batch: int = 16) -> None:
-        self.inner = inner
-        self._batcher: Batcher[str, NDArray[np.float32]] = Batcher(
-            self._embed_batch, max_batch=max_batch)
-
-    @property
-    def max_batch(self) -> int:
-        return self._batcher.max_batch
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
-
-    def _embed_batch(self, texts: list[str]) -> list[NDArray[np.float32]]:
-        return list(self.inner.embed(texts, batch_size=len(texts)))
-
-    def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> NDArray[np.float32]:
-        return self.inner.embed(texts, batch_size=batch_size)
-
-    def embed_query(self, text: str) -> NDArray[np.float32]:
-        return self._batcher.submit(text)

@@ -7,7 +7,6 @@ import os
 from sqlalchemy import Engine
 
 from assist.answer import Assistant
-from assist.batching import BatchingEmbedder
 from assist.embedder import MiniLMEmbedder
 from assist.index import ChunkIndex, Embedder, make_chroma_client
 from kb.settings import Settings
@@ -24,8 +23,8 @@ def make_index(settings: Settings, embedder: Embedder | None = None) -> ChunkInd
     offline_environment()
     client = make_chroma_client(settings.data_dir, settings.chroma_url)
     if embedder is None:
-        embedder = BatchingEmbedder(MiniLMEmbedder(backend=settings.index.embedder,
-                                                   threads=settings.index.embedder_threads))
+        embedder = MiniLMEmbedder(backend=settings.index.embedder,
+                                  threads=settings.index.embedder_threads)
     return ChunkIndex(client=client, embedder=embedder, settings=settings.index)
 
 

@@ -57,13 +57,8 @@ def events(
 _QUERY_INSERT = insert(QueryLog.__table__)  # type: ignore[attr-defined]
 
 
-def record_query(conn: Connection, entry: dict[str, Any]) -> None:
-    """Store an assist call (the question must already be redacted) and commit."""
-    record_queries(conn, [entry])
-
-
 def record_queries(conn: Connection, entries: list[dict[str, Any]]) -> None:
-    """Store several assist calls in one transaction and commit.
+    """Store assist calls (questions already redacted) in one transaction and commit.
 
     A plain INSERT on a connection (no ORM objects), with the values bound as parameters so
     the compiled statement is cached: this runs on every answer.
