@@ -28,10 +28,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
-    from llama_index.core.embeddings import BaseEmbedding
     from tokenizers import Tokenizer
 
-__all__ = ["BACKENDS", "MODEL_NAME", "MiniLMEmbedder", "as_llama_index_embedding"]
+__all__ = ["BACKENDS", "MODEL_NAME", "MiniLMEmbedder"]
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BACKENDS = ("onnx", "numpy")
@@ -403,40 +402,3 @@ class MiniLMEmbedder:
         """Embed one text; returns a 1-D float32 unit vector of length 384."""
         return self.embed([text]).reshape(-1)
 
-
-def as_llama_index_embedding(embedder: MiniLMEmbedder) -> BaseEmbedding:
-    """Wrap ``embedder`` as a llama-index ``BaseEmbedding`` (requires llama-index-core)."""
-    from llama_index.core.embeddings import BaseEmbedding
-    from pydantic import PrivateAttr
-
-    class _MiniLMEmbedding(BaseEmbedding):
-        _embedder: MiniLMEmbedder = PrivateAttr()
-
-        def __init__(self, inner: MiniLMEmbedder, **kwargs: Any) -> None:
-            super().__init__(model_name=inner.model_name, **kwargs)
-            self._embedder = inner
-
-        @classmethod
-        def class_name(cls) -> str:
-            return "MiniLMEmbedding"
-
-        def _get_query_embedding(self, query: str) -> list[float]:
-            return [float(v) for v in self._embedder.embed_query(query)]
-
-        def _get_text_embedding(self, text: str) -> list[float]:
-            return [float(v) for v in self._embedder.embed_query(text)]
-
-        def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-            vecs = self._embedder.embed(texts)
-            return [[float(v) for v in row] for row in vecs]
-
-        async def _aget_query_embedding(self, query: str) -> list[float]:
-            return self._get_query_embedding(query)
-
-        async def _aget_text_embedding(self, text: str) -> list[float]:
-            return self._get_text_embedding(text)
-
-        async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-            return self._get_text_embeddings(texts)
-
-    return _MiniLMEmbedding(embedder)

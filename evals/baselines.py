@@ -42,13 +42,12 @@ def llama_index_results(ws: Workspace, suite: Suite, default_audience: str,
                         progress: Callable[[int, int], None] | None = None) -> list[CaseResult]:
     """The llama-index default pipeline, judged with the same metrics."""
     from llama_index.core import Document, VectorStoreIndex
-    from llama_index.core import Settings as LISettings
 
-    from assist.embedder import as_llama_index_embedding
+    from evals.llama_adapter import as_llama_index_embedding
 
-    LISettings.llm = None  # never fall back to OpenAI
-    embed = as_llama_index_embedding(ws.assistant.index.embedder)  # type: ignore[arg-type]
-    LISettings.embed_model = embed
+    # The model is passed explicitly; llama-index's global Settings are neither set nor read
+    # (no LLM is involved, and no default model is ever resolved, so nothing reaches OpenAI).
+    embed = as_llama_index_embedding(ws.assistant.index.embedder)
     with Session(ws.engine) as s:
         served = served_numbers(s)
         versions = [v for v in s.exec(select(ArticleVersion)).all()

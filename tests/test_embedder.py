@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assist.embedder import BACKENDS, MODEL_NAME, MiniLMEmbedder, as_llama_index_embedding
+from assist.embedder import BACKENDS, MODEL_NAME, MiniLMEmbedder
+from evals.llama_adapter import as_llama_index_embedding
 
 FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.json"
 ROOT = Path(__file__).resolve().parents[1]
