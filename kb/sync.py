@@ -145,6 +145,13 @@ def sync_folder(
             report.problems.append(Problem(rel, 1, "file", f"cannot read the file: {exc}",
                                            "check the file's permissions"))
             continue
+        except Exception as exc:  # a parser bug must not stop the other files (reported)
+            if rel in by_path:
+                kept.add(by_path[rel].id)
+            report.problems.append(Problem(
+                rel, 1, "file", f"the file could not be parsed ({type(exc).__name__}: {exc})",
+                "this is a bug in Canon: report it with the file; the other files were synced"))
+            continue
         report.problems.extend(parsed.warnings)
         claims.setdefault(parsed.id, []).append(rel)
         candidates.append(_Candidate(rel, text, sha, parsed))
