@@ -1,9 +1,9 @@
 """Who is calling: API tokens (``Authorization: Bearer``), roles, teams, audiences, limits.
 
-Every route declares the roles it accepts with ``Depends(require(...))``. A missing, invalid,
-expired or revoked token is 401; a wrong role is 403. Team rules (owners act on their teams'
-articles, approvers on the teams they approve for, admins on all) are checked in the routes
-with :func:`check_team`, since they depend on the article.
+Every route declares the action it performs with ``Depends(allow(...))``; which roles may do
+it is the rule table in :mod:`kb.permissions`, the same one the CLI applies. A missing,
+invalid, expired or revoked token is 401; a wrong role or team is 403. Team rules are checked
+by the workflow functions in :mod:`kb.workflows`, since they depend on the article.
 """
 
 from __future__ import annotations
@@ -12,34 +12,30 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from kb.errors import CanonError, Forbidden
+from kb.errors import CanonError
+from kb.permissions import (
+    ADMIN,
+    AGENT,
+    APPROVER,
+    EVALUATOR,
+    EVERYONE,
+    OWNER,
+    RULES,
+    STAFF,
+    Actor,
+    may,
+)
 
-AGENT, OWNER, APPROVER, EVALUATOR, ADMIN = "agent", "owner", "approver", "evaluator", "admin"
-STAFF = (OWNER, APPROVER, EVALUATOR, ADMIN)
-EVERYONE = (AGENT, *STAFF)
+__all__ = ["ADMIN", "AGENT", "APPROVER", "EVALUATOR", "EVERYONE", "OWNER", "STAFF", "Caller",
+           "RateLimiter", "allow", "get_caller"]
 
-
-@dataclass(frozen=True)
-class Caller:
-    id: str
-    role: str
-    teams: tuple[str, ...] = ()
-    audiences: tuple[str, ...] = ()
-    token_id: str | None = None
-
-    @property
-    def audience(self) -> str:
-        """The audience answers are scoped to: an agent's own; the company's staff: internal."""
-        if self.role == AGENT:
-            return self.audiences[0] if self.audiences else "vendors"
-        return "internal"
+Caller = Actor  # the HTTP caller is the same Actor the CLI's --as names
 
 
 def _unauthorized(detail: str) -> HTTPException:
@@ -59,29 +55,25 @@ def get_caller(
     token = authorization[7:].strip()
     with Session(engine, expire_on_commit=False) as session:
         try:
-            user = authenticate(session, token=token)
+            user = authenticate(session, token=token, now=request.app.state.clock())
         except CanonError as exc:
             raise _unauthorized(str(exc)) from None
     return Caller(id=user.name, role=user.role, teams=user.teams, audiences=user.audiences,
                   token_id=user.token_id)
 
 
-def require(*roles: str) -> Callable[..., Awaitable[Caller]]:
-    """A dependency that admits only callers with one of ``roles`` (admins always)."""
+def allow(action: str) -> Callable[..., Awaitable[Caller]]:
+    """A dependency that admits only callers whose role may perform ``action`` (the rule
+    table in :mod:`kb.permissions`; team rules are checked by the workflow functions)."""
+    RULES[action]  # an unknown action is a programming error, caught at import
 
     async def dependency(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
-        if caller.role != ADMIN and caller.role not in roles:
-            raise HTTPException(403, detail=f"the {caller.role} role may not do this")
+        if not may(caller, action):
+            raise HTTPException(403, detail=f"the {caller.role} role may not "
+                                            f"{action.replace('_', ' ')}")
         return caller
 
     return dependency
-
-
-def check_team(caller: Caller, owner_team: str, *, action: str) -> None:
-    """Owners and approvers act only on articles of their teams; admins on all."""
-    if caller.role == ADMIN or owner_team in caller.teams:
-        return
-    raise Forbidden(f"{caller.id} may not {action} articles of another team")
 
 
 class RateLimiter:

@@ -25,7 +25,7 @@ from api.cli_common import (
 )
 from kb import db, governance
 from kb.articles import check_inside, decode_article_bytes, iter_article_files, parse_article
-from kb.errors import CanonError, Conflict, InvalidArticle, InvalidInput, Problem
+from kb.errors import ApprovalBlocked, CanonError, InvalidArticle, InvalidInput, Problem
 from kb.models import User
 from kb.settings import Settings
 from kb.sync import SyncReport, sync_folder
@@ -42,7 +42,11 @@ cli_identity.register(app)
 def main_callback(ctx: typer.Context) -> None:
     """Settings come from KB_* environment variables (see README)."""
     if ctx.obj is None:
-        ctx.obj = Ctx(Settings())
+        try:
+            settings = Settings.from_env()
+        except CanonError as exc:  # an unknown KB_* name or an invalid value: exit 2
+            fail(exc)
+        ctx.obj = Ctx(settings)
         ctx.call_on_close(ctx.obj.close)
 
 
@@ -120,11 +124,14 @@ def _print_sync(report: SyncReport) -> None:
               f"{len(report.errors)} errors")
 
 
-def run_sync(c: Ctx, root: Path, author: str | None) -> SyncReport:
-    """Sync ``root`` into the database (and, when the index exists, the index)."""
+def run_sync(c: Ctx, root: Path, user: str | None) -> SyncReport:
+    """Sync ``root`` into the database as ``user`` (and, when this process may write it, the
+    index). A version's author is the git author of its file when the file is committed
+    unchanged, else the user syncing it."""
     with c.session() as session:
-        report = sync_folder(session, root=root, author=author,
-                             max_bytes=c.settings.max_article_bytes)
+        actor = c.actor(session, user, "sync")
+        report = sync_folder(session, root=root, actor=actor.id, default_author=actor.id,
+                             max_bytes=c.settings.max_article_bytes, now=c.clock())
     cli_assist.refresh_index(c)  # also repairs an index left behind by a crash
     return report
 
@@ -133,13 +140,13 @@ def run_sync(c: Ctx, root: Path, author: str | None) -> SyncReport:
 def sync(
     ctx: typer.Context,
     path: Annotated[Path | None, typer.Argument(help="Folder of articles (default: KB_CONTENT_DIR)")] = None,
-    author: Annotated[str | None, typer.Option("--as", help="Author of new versions (default: git, else 'unknown').")] = None,
+    user: AsUser = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Import new and changed articles as pending versions. Safe to run any time."""
     c = get_ctx(ctx)
     try:
-        report = run_sync(c, path or c.settings.content_dir, author)
+        report = run_sync(c, path or c.settings.content_dir, user)
     except CanonError as exc:
         fail(exc)
     if as_json:
@@ -157,26 +164,32 @@ def sync(
 def approve(
     ctx: typer.Context,
     article_id: Annotated[str | None, typer.Argument(help="Article id")] = None,
-    user: AsUser = ...,  # type: ignore[assignment]
+    user: AsUser = None,
     version: Annotated[int | None, typer.Option("--version", help="Version number (default: newest)")] = None,
     note: Annotated[str, typer.Option("--note")] = "",
     all_: Annotated[bool, typer.Option("--all", help="Approve every pending version.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Approve despite conflict findings (needs --note).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Approve despite findings (needs --note).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Approve a pending version so it is served (four-eyes: not your own).
 
-    First checks that the approval would not change approved answers (conflicting approved
-    language in another article, or questions the article would stop answering)."""
+    Runs the same rules and checks as the HTTP API: role and team, four-eyes on identities,
+    then conflicting statements, suite expectations that would break and questions the
+    article would stop answering (each blocks unless --force with --note)."""
+    from kb import workflows
+
     c = get_ctx(ctx)
     allow_self = c.settings.allow_self_approval
     if all_ == (article_id is not None):
         fail(InvalidInput("give either an article id or --all"))
     with c.session() as session:
+        try:
+            actor = c.actor(session, user, "approve")
+        except CanonError as exc:
+            fail(exc)
         if all_:
-            bulk = governance.approve_all(session, approver=user, note=note or "bulk approval",
-                                          allow_self=allow_self)
-            approved_ids = [i for i, _ in bulk.approved]
+            bulk = workflows.approve_all(session, actor=actor, note=note or "bulk approval",
+                                         allow_self=allow_self, now=c.clock())
             if as_json:
                 print_json({"approved": [{"id": i, "version": n} for i, n in bulk.approved],
                              "skipped": [{"id": i, "version": n, "reason": r}
@@ -187,58 +200,57 @@ def approve(
                 out.print(f"approved {len(bulk.approved)} versions, skipped {len(bulk.skipped)}")
         else:
             assert article_id is not None
-            from api.approvals import approval_findings
+            from api.approvals import approval_checks
 
             try:
-                article = governance.get_article(session, article_id=article_id)
-                number = version or article.latest_version
-                findings = approval_findings(session, c.assistant, article_id=article_id,
-                                             number=number)
-                if findings and not force:
-                    for f in findings:
-                        err.print(f"[red]{f.kind}[/red] on '{f.question}': {f.message}")
-                    raise Conflict(f"approving would change approved answers ({len(findings)} "
-                                   "findings); fix the articles or use --force with --note")
-                if findings and not note.strip():
-                    raise InvalidInput("--force over conflict findings needs --note saying why")
-                a = governance.approve(session, article_id=article_id, version=number,
-                                       approver=user, note=note, allow_self=allow_self,
-                                       forced=bool(findings))
+                outcome = workflows.approve(
+                    session, actor=actor, article_id=article_id, version=version, note=note,
+                    force=force, allow_self=allow_self, checks=approval_checks(c.assistant),
+                    now=c.clock())
+            except ApprovalBlocked as exc:
+                for f in exc.findings:
+                    err.print(f"[red]{f['kind']}[/red] on '{f['question']}': {f['message']}")
+                fail(exc)
             except CanonError as exc:
                 fail(exc)
-            approved_ids = [a.article_id]
+            a = outcome.approval
             if as_json:
                 print_json({"id": a.article_id, "version": a.version_number,
                              "content_sha256": a.content_sha256, "approver": a.approver,
-                             "at": a.at.isoformat()})
+                             "at": a.at.isoformat(), "forced": a.forced,
+                             "findings": outcome.findings})
             else:
+                for f in outcome.findings:
+                    err.print(f"[yellow]forced over {f['kind']}[/yellow] on '{f['question']}'")
                 out.print(f"approved {a.article_id} v{a.version_number} "
                           f"({a.content_sha256[:12]}) as {a.approver}; it is served now")
-    _after_governance_change(c, approved_ids)
+    _after_governance_change(c)
 
 
-def _after_governance_change(c: Ctx, article_ids: list[str]) -> None:
-    """Keep the search index in step with governance (only the affected articles)."""
-    if article_ids:
-        cli_assist.refresh_index(c, article_ids)
+def _after_governance_change(c: Ctx) -> None:
+    """Keep the search index in step with governance (every article is compared)."""
+    cli_assist.refresh_index(c)
 
 
 @app.command()
 def review(
     ctx: typer.Context,
     article_id: str,
-    user: AsUser = ...,  # type: ignore[assignment]
+    user: AsUser = None,
     outcome: Annotated[str, typer.Option("--outcome", help="verified | needs_update")] = "verified",
     note: Annotated[str, typer.Option("--note")] = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Record that the served version was re-verified (restarts the review clock)."""
+    from kb import workflows
+
     c = get_ctx(ctx)
     with c.session() as session:
         try:
-            r = governance.review(session, article_id=article_id, reviewer=user,
-                                  outcome=outcome, note=note)
-            st = governance.statuses(session, article_id=article_id)[0]
+            actor = c.actor(session, user, "review")
+            r = workflows.review(session, actor=actor, article_id=article_id, outcome=outcome,
+                                 note=note, now=c.clock())
+            st = governance.statuses(session, article_id=article_id, now=c.clock())[0]
         except CanonError as exc:
             fail(exc)
     if as_json:
@@ -254,15 +266,19 @@ def review(
 def retire(
     ctx: typer.Context,
     article_id: str,
-    user: AsUser = ...,  # type: ignore[assignment]
+    user: AsUser = None,
     note: Annotated[str, typer.Option("--note")] = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Stop serving an article."""
+    from kb import workflows
+
     c = get_ctx(ctx)
     with c.session() as session:
         try:
-            r = governance.retire(session, article_id=article_id, by=user, note=note)
+            actor = c.actor(session, user, "retire")
+            r = workflows.retire(session, actor=actor, article_id=article_id, note=note,
+                                 now=c.clock())
         except CanonError as exc:
             fail(exc)
     if as_json:
@@ -271,7 +287,7 @@ def retire(
     else:
         out.print(f"retired {article_id} (versions up to v{r.up_to_version}); it is no longer "
                   "served")
-    _after_governance_change(c, [article_id])
+    _after_governance_change(c)
 
 
 def _status_table(rows: list[governance.ArticleStatus], title: str) -> Table:
@@ -298,7 +314,7 @@ def status(
     c = get_ctx(ctx)
     with c.session() as session:
         try:
-            rows = governance.statuses(session, article_id=article_id)
+            rows = governance.statuses(session, article_id=article_id, now=c.clock())
         except CanonError as exc:
             fail(exc)
     if as_json:
@@ -323,7 +339,8 @@ def stale(
     c = get_ctx(ctx)
     within = parse_duration(due_within) if due_within else None
     with c.session() as session:
-        rows = governance.stale_articles(session, owner=owner, due_within=within)
+        rows = governance.stale_articles(session, owner=owner, due_within=within,
+                                         now=c.clock())
     if as_json:
         print_json([r.as_dict() for r in rows])
         return
@@ -400,28 +417,29 @@ def db_upgrade(ctx: typer.Context) -> None:
 # --- demo ---------------------------------------------------------------------------------
 
 
+DEMO_ADMIN = "kb-admin"
 DEMO_USERS: list[dict[str, Any]] = [
     {"name": "acme-agent", "role": "agent", "audiences": ["vendor:acme"]},
     {"name": "globex-agent", "role": "agent", "audiences": ["vendor:globex"]},
     {"name": "billing-owner", "role": "owner", "teams": ["billing-knowledge"]},
     {"name": "risk-approver", "role": "approver",
      "teams": ["billing-knowledge", "retention-team", "trust-safety", "privacy-office"]},
-    {"name": "kb-admin", "role": "admin"},
 ]
 
 
 def _demo_users(c: Ctx) -> None:
-    from kb.identity import add_user, create_token
+    """The demo's admin (the one-time bootstrap on an empty database) and its users."""
+    from kb.identity import add_user, bootstrap_admin
 
     with c.session() as s:
+        if s.get(User, DEMO_ADMIN) is None:
+            bootstrap_admin(s, name=DEMO_ADMIN)
         for u in DEMO_USERS:
             if s.get(User, u["name"]) is None:
                 add_user(s, name=u["name"], role=u["role"], teams=u.get("teams", ()),
-                         audiences=u.get("audiences", ()), by="demo")
-        _, token = create_token(s, user="acme-agent", expires_in=timedelta(days=7), by="demo",
-                                note="kb demo")
-    out.print("users: " + ", ".join(f"{u['name']} ({u['role']})" for u in DEMO_USERS))
-    out.print(f"API token for acme-agent (valid 7 days, shown once):\n{token}")
+                         audiences=u.get("audiences", ()), by=DEMO_ADMIN)
+    out.print(f"users: {DEMO_ADMIN} (admin), "
+              + ", ".join(f"{u['name']} ({u['role']})" for u in DEMO_USERS))
 
 
 DEMO_QUESTIONS = [
@@ -434,36 +452,53 @@ DEMO_QUESTIONS = [
 
 @app.command()
 def demo(ctx: typer.Context) -> None:
-    """Sync the demo content, approve the bootstrap import, show status and the stale queue."""
+    """Sync the demo content, approve the bootstrap import, show status and the stale queue.
+
+    It tells the same story on any date: the articles' review dates are replayed relative
+    to today (see kb/demo.py)."""
+    from kb import workflows
+    from kb.demo import replay_review_dates
+    from kb.identity import create_token
+    from kb.permissions import actor_for
+
     c = get_ctx(ctx)
     root = c.settings.content_dir
-    out.rule("1. sync the content folder")
-    report = run_sync(c, root, None)
-    _print_sync(report)
-    out.rule("2. approve the bootstrap import (drafts stay pending)")
-    with c.session() as session:
-        bulk = governance.approve_all(session, approver="demo-approver",
-                                      note="bootstrap import", allow_self=True)
-        out.print(f"approved {len(bulk.approved)} versions; skipped {len(bulk.skipped)}")
-        for i, n, r in bulk.skipped:
-            out.print(f"  [yellow]skipped[/yellow] {i} v{n}: {r.split(';')[0]}")
-        rows = governance.statuses(session)
-        queue = governance.stale_articles(session, due_within=timedelta(days=14))
-    _after_governance_change(c, [i for i, _ in bulk.approved])
-    out.rule("3. status")
+    try:
+        out.rule("1. users: the first admin (one-time bootstrap) and demo users")
+        _demo_users(c)
+        out.rule("2. sync the content folder")
+        report = run_sync(c, root, DEMO_ADMIN)
+        _print_sync(report)
+        out.rule("3. approve the bootstrap import (drafts stay pending)")
+        with c.session() as session:
+            admin = actor_for(session, name=DEMO_ADMIN)
+            bulk = workflows.approve_all(session, actor=admin, note="bootstrap import",
+                                         allow_self=True, now=c.clock())
+            out.print(f"approved {len(bulk.approved)} versions; skipped {len(bulk.skipped)}")
+            for i, n, r in bulk.skipped:
+                out.print(f"  [yellow]skipped[/yellow] {i} v{n}: {r.split(';')[0]}")
+            replay_review_dates(session, reviewer=DEMO_ADMIN, now=c.clock(),
+                                article_ids={i for i, _ in bulk.approved})
+            rows = governance.statuses(session, now=c.clock())
+            queue = governance.stale_articles(session, due_within=timedelta(days=14),
+                                              now=c.clock())
+            _, token = create_token(session, user="acme-agent", expires_in=timedelta(days=7),
+                                    by=DEMO_ADMIN, note="kb demo", now=c.clock())
+    except CanonError as exc:
+        fail(exc)
+    _after_governance_change(c)
+    out.rule("4. status")
     out.print(_status_table(rows, "Articles"))
-    out.rule("4. review queue: stale or due within 14 days")
+    out.rule("5. review queue: stale or due within 14 days")
     out.print(_status_table(queue, "Review queue"))
-    out.rule("5. demo users and an API token for the Acme agent")
-    _demo_users(c)
-    out.rule("6. an Acme agent asks (approved text only, verbatim, with citations)")
+    out.rule("6. an API token for the Acme agent")
+    out.print(f"API token for acme-agent (valid 7 days, shown once):\n{token}")
+    out.rule("7. an Acme agent asks (approved text only, verbatim, with citations)")
     for question in DEMO_QUESTIONS:
         out.print(f"\n[bold]> {question}[/bold]")
         cli_assist.print_answer(c, question, audience="vendor:acme", top_k=1)
     out.print("\nNext: `kb history ID`, `kb stale --owner TEAM`, edit a file in content/ and "
-              "run `kb sync`, then `kb approve ID --as you@example.com`.")
-
-
+              "run `kb sync --as billing-owner`, then `kb approve ID --as risk-approver`.")
 
 
 def main() -> None:

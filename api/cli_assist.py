@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from api.cli_common import Ctx, JsonOpt, err, fail, get_ctx, out, print_json
-from kb.errors import CanonError
+from api.cli_common import AsUser, Ctx, JsonOpt, err, fail, get_ctx, out, print_json
+from kb.errors import CanonError, IndexBusy
 
 index_app = typer.Typer(no_args_is_help=True, help="The search index of approved text.")
 audit_app = typer.Typer(no_args_is_help=True, help="The audit log of answers.")
 
 
-def refresh_index(c: Ctx, article_ids: Sequence[str] | None = None, *,
-                  rebuild: bool = False) -> None:
-    """Bring the index in line with what the database serves, with a progress bar."""
+def refresh_index(c: Ctx, *, rebuild: bool = False) -> None:
+    """Bring the whole index in line with what the database serves, with a progress bar.
+
+    Every article is compared (not only the ones just changed), so an index left behind by
+    a crash is repaired by the next sync or approval. With an embedded index, a running
+    server is its only writer: this process then leaves the work to the server, which
+    follows the database within seconds (``kb index status`` shows the lag)."""
     from assist import indexer
+
+    if not c.index_writer():
+        if rebuild:
+            fail(IndexBusy(f"a running Canon server (pid {c._lock.holder() if c._lock else '?'})"
+                           " holds the embedded index; stop it to rebuild the index"))
+        err.print("index: a running Canon server holds the embedded index and indexes this "
+                  "change itself (within seconds; see `kb index status`)")
+        return
 
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=err,
@@ -30,31 +41,40 @@ def refresh_index(c: Ctx, article_ids: Sequence[str] | None = None, *,
 
         with c.session() as session:
             fn = indexer.rebuild if rebuild else indexer.refresh
-            kwargs = {} if rebuild else {"article_ids": article_ids}
             report = fn(session, c.index, max_chars=c.settings.index.chunk_max_chars,
-                        progress=progress, **kwargs)
+                        progress=progress)
     if report.changed or rebuild:
         err.print(f"index: {len(report.indexed)} articles indexed ({report.chunks} chunks), "
                   f"{len(report.removed)} removed")
 
 
-def index_rebuild(ctx: typer.Context) -> None:
-    """Drop the index and index every served version again."""
-    refresh_index(get_ctx(ctx), rebuild=True)
+def index_rebuild(ctx: typer.Context, user: AsUser = None) -> None:
+    """Drop the index and index every served version again (admins)."""
+    c = get_ctx(ctx)
+    with c.session() as session:
+        try:
+            c.actor(session, user, "index")
+        except CanonError as exc:
+            fail(exc)
+    refresh_index(c, rebuild=True)
 
 
 def index_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """What the index holds compared with what the database serves."""
+    """What the index holds compared with what the database serves, and the lag."""
+    from assist.follower import index_lag
     from kb.governance import served_numbers
 
     c = get_ctx(ctx)
     with c.session() as session:
         served = served_numbers(session)
+        lag = index_lag(session, c.index, now=c.clock())
     indexed = c.index.manifest()
-    behind = sorted(a for a in set(served) | set(indexed) if served.get(a) != indexed.get(a))
+    hidden = sorted(a for a in lag.behind if a in served)
     data = {"collection_prefix": c.index.prefix, "served_articles": len(served),
             "indexed_articles": len(indexed), "chunks": len(c.index.catalog().chunks),
-            "views": sorted(c.index.views()), "out_of_date": behind}
+            "views": sorted(c.index.views()), "out_of_date": lag.behind,
+            "not_served_yet": hidden, "lag_seconds": round(lag.seconds, 3),
+            "max_lag_seconds": c.settings.index.max_lag_seconds}
     if as_json:
         print_json(data)
         return
@@ -129,12 +149,19 @@ def audit_replay(ctx: typer.Context, query_id: str, as_json: JsonOpt = False) ->
 
 
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8000,
-    workers: Annotated[int, typer.Option("--workers")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1)] = 1,
 ) -> None:
     """Run the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
+
+    c = get_ctx(ctx)
+    if workers > 1 and not c.settings.chroma_url:
+        fail(IndexBusy(f"--workers {workers} needs a shared index: an embedded index has one "
+                       "server process. Run a Chroma server (`chroma run --path DIR`) and set "
+                       "KB_CHROMA_URL (and KB_DATABASE_URL to PostgreSQL), or use --workers 1"))
 
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False)
@@ -164,7 +191,7 @@ def queue(
 
     c = get_ctx(ctx)
     with c.session() as session:
-        items = review_queue(session, teams=team or None)
+        items = review_queue(session, teams=team or None, now=c.clock())
     if as_json:
         print_json(items)
         return
@@ -181,16 +208,18 @@ def flags_resolve(
     ctx: typer.Context,
     flag_id: int,
     resolution: Annotated[str, typer.Option("--resolution", help="fixed | no_change | duplicate | wont_fix")],
-    user: Annotated[str, typer.Option("--as", help="Who resolves it (audit log).")],
+    user: AsUser = None,
     note: Annotated[str, typer.Option("--note")] = "",
 ) -> None:
-    """Close an agent's flag."""
-    from kb.flags import resolve_flag
+    """Close an agent's flag (its owning team, or an admin)."""
+    from kb import workflows
 
     c = get_ctx(ctx)
     with c.session() as session:
         try:
-            f = resolve_flag(session, flag_id=flag_id, by=user, resolution=resolution, note=note)
+            actor = c.actor(session, user, "resolve_flag")
+            f = workflows.resolve_flag(session, actor=actor, flag_id=flag_id,
+                                       resolution=resolution, note=note, now=c.clock())
         except CanonError as exc:
             fail(exc)
     out.print(f"flag {f.id} resolved ({f.resolution}) by {f.resolved_by}")

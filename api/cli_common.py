@@ -17,12 +17,14 @@ from sqlmodel import Session
 
 from kb import db
 from kb.articles import parse_cadence
+from kb.clock import Clock, clock_for
 from kb.errors import (
     ArticleNotFound,
     CanonError,
     Conflict,
     FlagNotFound,
     Forbidden,
+    IndexBusy,
     InvalidArticle,
     InvalidInput,
     NotApproved,
@@ -31,10 +33,12 @@ from kb.errors import (
     UserNotFound,
     VersionNotFound,
 )
+from kb.permissions import Actor, actor_for, require
 from kb.settings import Settings
 
 if TYPE_CHECKING:
     from assist.answer import Assistant
+    from assist.follower import IndexLock
     from assist.index import ChunkIndex
 
 # Pipes and CI logs get a wide, fixed width instead of rich's 80 columns.
@@ -55,10 +59,11 @@ EXIT_CODES: dict[type[CanonError], int] = {
     NotApproved: 5,
     Conflict: 6,
     Forbidden: 7,
+    IndexBusy: 8,
 }
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-AsUser = Annotated[str, typer.Option("--as", help="Who is acting (recorded in the audit log).")]
+AsUser = Annotated[str | None, typer.Option("--as", help="The user acting (an existing, active user; default: KB_USER).")]
 
 
 @dataclass
@@ -69,6 +74,7 @@ class Ctx:
     _engine: Engine | None = None
     _index: ChunkIndex | None = None
     _assistant: Assistant | None = None
+    _lock: IndexLock | None = None
 
     @property
     def engine(self) -> Engine:
@@ -89,13 +95,37 @@ class Ctx:
         if self._assistant is None:
             from assist.runtime import make_assistant
 
-            self._assistant = make_assistant(self.settings, self.engine, self.index)
+            self._assistant = make_assistant(self.settings, self.engine, self.index,
+                                             clock=self.clock)
         return self._assistant
 
     def close(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+    @property
+    def clock(self) -> Clock:
+        """The process's clock (KB_NOW pins it); every command reads time only from here."""
+        return clock_for(self.settings.now)
+
+    def actor(self, session: Session, name: str | None, action: str) -> Actor:
+        """The user named by ``--as`` (or KB_USER), checked for the action's role: the same
+        rule table the HTTP API applies. Team rules are checked by the workflow."""
+        who = actor_for(session, name=name or self.settings.user)
+        require(who, action)
+        return who
+
+    def index_writer(self) -> bool:
+        """Whether this process may write the index now (see ``assist.follower``): always
+        with a Chroma server; with an embedded index only while no server holds it."""
+        from assist.follower import IndexLock
+
+        if self._lock is None:
+            self._lock = IndexLock.for_index(self.settings.data_dir, self.settings.chroma_url)
+        return self._lock.acquire(timeout=0)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -13,18 +13,9 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.auth import (
-    APPROVER,
-    EVALUATOR,
-    EVERYONE,
-    OWNER,
-    STAFF,
-    Caller,
-    RateLimiter,
-    get_caller,
-    require,
-)
+from api.auth import Caller, RateLimiter, allow, get_caller
 from assist.answer import Assistant
+from kb.clock import Clock
 from kb.settings import Settings
 
 
@@ -52,11 +43,22 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 AssistDep = Annotated[Assistant, Depends(get_assistant)]
 CurrentCaller = Annotated[Caller, Depends(get_caller)]
-AnyCaller = Annotated[Caller, Depends(require(*EVERYONE))]
-StaffCaller = Annotated[Caller, Depends(require(*STAFF))]
-OwnerCaller = Annotated[Caller, Depends(require(OWNER, APPROVER))]
-ApproverCaller = Annotated[Caller, Depends(require(APPROVER))]
-InsightCaller = Annotated[Caller, Depends(require(EVALUATOR, OWNER, APPROVER))]
+AnyCaller = Annotated[Caller, Depends(allow("ask"))]
+StaffCaller = Annotated[Caller, Depends(allow("read_versions"))]
+QueueCaller = Annotated[Caller, Depends(allow("queue"))]
+ReviewCaller = Annotated[Caller, Depends(allow("review"))]
+RetireCaller = Annotated[Caller, Depends(allow("retire"))]
+ResolveCaller = Annotated[Caller, Depends(allow("resolve_flag"))]
+ApproverCaller = Annotated[Caller, Depends(allow("approve"))]
+InsightCaller = Annotated[Caller, Depends(allow("health"))]
+
+
+async def get_clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
 async def get_limiter(request: Request) -> RateLimiter:

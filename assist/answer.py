@@ -7,9 +7,9 @@ audience, risk) after retrieval; the index is only a way to find candidates.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,23 +23,25 @@ from assist.chunks import passage_sha256
 from assist.index import ChunkIndex, caller_views, visible
 from assist.redact import redact
 from assist.retrieve import Candidate, candidate_count, retrieve
+from assist.statements import (
+    Clash,
+    Ledger,
+    Statement,
+    chunk_statements,
+    clashes,
+    listed_together,
+)
+from assist.statements import conflicting as conflicting  # re-exported (moved)
+from assist.statements import quantities as quantities  # re-exported (moved)
+from assist.statements import word_overlap as word_overlap  # re-exported (moved)
 from kb import audit
+from kb.clock import Clock, system_clock
 from kb.governance import ServedInfo, governance_tick, served_info
-from kb.models import ArticleVersion, utcnow
+from kb.models import ArticleVersion
 from kb.settings import Settings
 
 ANSWERED, ESCALATE, NO_ANSWER = "answered", "escalate", "no_answer"
 SHORTLIST = 15  # distinct articles re-checked against the database per question
-
-_QUANTITY = re.compile(
-    r"(?P<cur>[£€$])\s?(?P<amount>\d+(?:[.,]\d+)?)"
-    r"|(?P<num>\d+(?:[.,]\d+)?)\s?(?P<unit>%|(?:business |working |calendar )?days?|weeks?|"
-    r"months?|years?|hours?|minutes?)\b",
-    re.I,
-)
-
-
-_WORDS = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -96,44 +98,69 @@ class AssistResult:
     latency_ms: float = 0.0
 
 
-def quantities(text: str) -> set[tuple[str, str]]:
-    """(unit, value) pairs such as ('day', '30') or ('£', '25') in a passage."""
-    out = set()
-    for m in _QUANTITY.finditer(text):
-        if m.group("cur"):
-            out.add((m.group("cur"), m.group("amount").replace(",", ".")))
-        else:
-            unit = m.group("unit").lower().split()[-1].rstrip("s") or "%"
-            out.add((unit, m.group("num").replace(",", ".")))
-    return out
+def serve_order(valid: Sequence[Candidate], *, top_k: int, min_score: float,
+                withheld: Callable[[Candidate], bool] = lambda c: False) -> list[Candidate]:
+    """The candidates an answer serves, best first: the top one, then those close enough to
+    the question (cosine at least ``min_score``; only the top passage may stand on lexical
+    evidence alone), never ``withheld`` ones, never two overlapping spans of one article,
+    at most ``top_k``."""
+    chosen: list[Candidate] = []
+    for i, c in enumerate(valid):
+        if i and (c.dense is None or c.dense < min_score):
+            continue
+        if withheld(c):
+            continue
+        if any(o.chunk.article_id == c.chunk.article_id and o.chunk.start < c.chunk.end
+               and c.chunk.start < o.chunk.end for o in chosen):
+            continue
+        chosen.append(c)
+        if len(chosen) >= top_k:
+            break
+    return chosen
 
 
-def word_overlap(a: str, b: str) -> float:
-    """Jaccard overlap of the words of two passages, numbers left out: high when two
-    policies make the same statement (possibly with different numbers)."""
-    wa = {w for w in _WORDS.findall(a.lower()) if not w.isdigit()}
-    wb = {w for w in _WORDS.findall(b.lower()) if not w.isdigit()}
-    return len(wa & wb) / len(wa | wb) if wa | wb else 0.0
-
-
-def conflicting(a: str, b: str) -> bool:
-    """Two policy passages state different values for the same unit (e.g. 30 vs 14 days)."""
-    qa, qb = quantities(a), quantities(b)
-    for unit in {u for u, _ in qa} & {u for u, _ in qb}:
-        va = {v for u, v in qa if u == unit}
-        vb = {v for u, v in qb if u == unit}
-        if not va & vb:
-            return True
-    return False
+def disagreement(valid: Sequence[Candidate], served: Sequence[Candidate], *, margin: float,
+                 idf: Mapping[str, float] | None,
+                 related: Callable[[str, str], bool] = lambda a, b: a == b,
+                 statements_of: Callable[[str], Sequence[Statement]] = lambda a: (),
+                 ) -> tuple[Candidate, Candidate, Clash] | None:
+    """Two passages of unrelated articles that state different values for the same thing
+    (see :mod:`assist.statements`): the top candidate and a runner-up about as close to the
+    question (similarity within ``margin``), or any two of the passages to be ``served``.
+    All served text counts, not only ``::: approved`` blocks. ``related(a, b)``: one
+    article and its translations never disagree. ``statements_of(article_id)``: all its
+    statements (an article listing both values as options excuses the difference)."""
+    if not valid:
+        return None
+    top = valid[0]
+    top_sim = top.dense if top.dense is not None else top.score
+    pairs = [(top, c) for c in valid[1:]
+             if top_sim - (c.dense if c.dense is not None else c.score) <= margin]
+    pairs += [(p, q) for i, p in enumerate(served) for q in served[i + 1:]]
+    seen: set[tuple[str, str]] = set()
+    for p, q in pairs:
+        if (p.chunk.id, q.chunk.id) in seen or related(p.chunk.article_id, q.chunk.article_id):
+            continue
+        seen.add((p.chunk.id, q.chunk.id))
+        found = clashes(chunk_statements(p.chunk), chunk_statements(q.chunk), idf=idf)
+        if found:  # the rest of the two articles may list both values as options
+            around = [*statements_of(p.chunk.article_id), *statements_of(q.chunk.article_id)]
+            found = [c for c in found if not listed_together(c, around, idf)]
+        if found:
+            return p, q, found[0]
+    return None
 
 
 class Assistant:
     """The answer path behind ``POST /v1/assist`` and ``kb eval run``."""
 
-    def __init__(self, *, engine: Engine, index: ChunkIndex, settings: Settings) -> None:
+    def __init__(self, *, engine: Engine, index: ChunkIndex, settings: Settings,
+                 clock: Clock = system_clock) -> None:
         self.engine = engine
         self.index = index
         self.settings = settings
+        self.clock = clock  # freshness and the query log read time only from here
+        self.max_lag_seconds = settings.index.max_lag_seconds
         self._texts: dict[tuple[str, int, str], str] = {}  # versions are immutable
         # Served-version facts, valid while the database's governance clock is unchanged.
         self._served: dict[str, ServedInfo | None] = {}
@@ -162,12 +189,31 @@ class Assistant:
         missing = [a for a in article_ids if a not in self._served]
         if missing:
             with Session(bind=conn) as session:
-                found = served_info(session, article_ids=missing)
+                found = served_info(session, article_ids=missing, now=self.clock())
             for a in missing:
                 self._served[a] = found.get(a)
-        now = utcnow()
+        now = self.clock()
         return {a: info.at(now) for a in article_ids
                 if (info := self._served.get(a)) is not None}
+
+    def _as_indexed(self, infos: dict[str, ServedInfo],
+                    candidates: list[Candidate]) -> dict[str, ServedInfo]:
+        """While this server's index has not caught up with a new approval (made by any
+        process), keep serving the previously approved version instead of hiding the article
+        (and serving another in its place) — for at most ``max_lag_seconds``. The index holds
+        one version per article, so an article's candidates all name the same version."""
+        out = dict(infos)
+        now = self.clock()
+        for c in candidates:
+            info = out.get(c.chunk.article_id)
+            prev = info.previous if info is not None else None
+            if (info is None or prev is None or c.chunk.version == info.version
+                    or c.chunk.version != prev.version
+                    or c.chunk.content_sha256 != prev.content_sha256):
+                continue
+            if (now - info.approved_at).total_seconds() <= self.max_lag_seconds:
+                out[c.chunk.article_id] = prev
+        return out
 
     def _version_texts(self, conn: Connection, keys: set[tuple[str, int, str]]) -> None:
         missing = [k for k in keys if k not in self._texts]
@@ -262,7 +308,7 @@ class Assistant:
         listed = set(shortlist)
         candidates = [c for c in candidates if c.chunk.article_id in listed]
         with self.engine.connect() as conn:
-            infos = self._served_infos(conn, shortlist)
+            infos = self._as_indexed(self._served_infos(conn, shortlist), candidates)
             self._version_texts(conn, {(i.article_id, i.version, i.content_sha256)
                                           for i in infos.values()})
             valid = [c for c in candidates
@@ -270,7 +316,7 @@ class Assistant:
             self._decide(result, valid, infos, redacted, top_k, q.text)
         result.latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         self._audit.submit(dict(
-            id=query_id, at=utcnow(), caller=q.caller, audience=q.audience, locale=locale,
+            id=query_id, at=self.clock(), caller=q.caller, audience=q.audience, locale=locale,
             question=redacted, status=result.status,
             reason=result.escalation.reason if result.escalation else None,
             escalate_to=result.escalation.team if result.escalation else None,
@@ -328,28 +374,27 @@ class Assistant:
                 f"(due {top_info.freshness.due_at:%Y-%m-%d}) and is withheld: escalate.")
             return
 
-        rival = self._rival(top, valid, infos)
+        def withheld(c: Candidate) -> bool:  # never serve stale high-risk text, even lower
+            info = infos[c.chunk.article_id]
+            return info.freshness.stale and info.meta.get("risk") == "high"
+
+        chosen = serve_order(valid, top_k=top_k, min_score=cfg.min_score, withheld=withheld)
+        rival = self._rival(top, valid, infos, chosen)
         if rival is not None:
+            a, b, clash = rival
+            a_info, b_info = infos[a.chunk.article_id], infos[b.chunk.article_id]
             result.status = ESCALATE
             result.escalation = self._escalation(
-                "ambiguous", top_info.meta.get("escalate_to"), question,
-                [self._passage(top, top_info),
-                 self._passage(rival, infos[rival.chunk.article_id])],
-                "Two approved policies give different answers to this question: escalate "
-                "rather than choose.")
+                "ambiguous", a_info.meta.get("escalate_to") or top_info.meta.get("escalate_to"),
+                question, [self._passage(a, a_info), self._passage(b, b_info)],
+                f"Two approved articles state different values for the same thing "
+                f"('{a_info.meta.get('title')}': {clash.a.label}; "
+                f"'{b_info.meta.get('title')}': {clash.b.label}): escalate rather than "
+                "choose.")
             return
 
-        seen: list[tuple[str, int, int]] = []
-        for c in valid:
+        for c in chosen:
             info = infos[c.chunk.article_id]
-            if c is not top and (c.dense is None or c.dense < cfg.min_score):
-                continue  # only the best passage may stand on lexical evidence alone
-            if info.freshness.stale and info.meta.get("risk") == "high":
-                continue  # never serve stale high-risk text, even lower down
-            span = (c.chunk.article_id, c.chunk.start, c.chunk.end)
-            if any(a == span[0] and s < span[2] and span[1] < e for a, s, e in seen):
-                continue
-            seen.append(span)
             result.passages.append(self._passage(c, info))
             if info.freshness.stale and cfg.warn_stale:
                 result.warnings.append({
@@ -357,32 +402,28 @@ class Assistant:
                     "message": f"'{info.meta.get('title')}' was due for review on "
                                f"{info.freshness.due_at:%Y-%m-%d}; check with "
                                f"{info.meta.get('owner')} if in doubt"})
-            if len(result.passages) >= top_k:
-                break
         result.status = ANSWERED
 
-    def _rival(self, top: Candidate, valid: list[Candidate],
-               infos: dict[str, ServedInfo]) -> Candidate | None:
-        """A runner-up from another article, about as close to the question (cosine within
-        ``ambiguity_margin``), whose approved language makes the same statement (word overlap
-        at least ``ambiguity_overlap``) with different numbers."""
-        margin = self.settings.answer.ambiguity_margin
-        overlap = self.settings.answer.ambiguity_overlap
-        if not top.chunk.approved:
-            return None
-        top_meta = infos[top.chunk.article_id].meta
-        related = {top.chunk.article_id, (top_meta.get("extra") or {}).get("translation_of")}
-        top_sim = top.dense if top.dense is not None else top.score
-        for c in valid[1:]:
-            sim = c.dense if c.dense is not None else c.score
-            if top_sim - sim > margin:
-                continue
-            if c.chunk.article_id in related or not c.chunk.approved:
-                continue
-            other = (infos[c.chunk.article_id].meta.get("extra") or {}).get("translation_of")
-            if other == top.chunk.article_id:
-                continue
-            if (word_overlap(top.chunk.text, c.chunk.text) >= overlap
-                    and conflicting(top.chunk.text, c.chunk.text)):
-                return c
-        return None
+    _ledger: Ledger | None = None  # statements of every indexed article (built on first use)
+
+    def _rival(self, top: Candidate, valid: list[Candidate], infos: dict[str, ServedInfo],
+               served: Sequence[Candidate] = ()) -> tuple[Candidate, Candidate, Clash] | None:
+        """Two passages that must not be served together: from unrelated articles, stating
+        different values for the same thing — the top passage and a runner-up about as
+        close to the question (within ``ambiguity_margin``), or two of those ``served``.
+        Statements are extracted once per chunk (cached by text and headings)."""
+        assert not valid or valid[0] is top
+
+        def translation_of(article_id: str) -> str:
+            extra = infos[article_id].meta.get("extra") or {}
+            return str(extra.get("translation_of") or article_id)
+
+        catalog = self.index.catalog()
+        ledger = self._ledger = self._ledger or Ledger()
+
+        def statements_of(article_id: str) -> Sequence[Statement]:
+            return ledger.of(article_id, generation=catalog.generation, chunks=catalog.chunks)
+
+        return disagreement(valid, served, margin=self.settings.answer.ambiguity_margin,
+                            idf=catalog.idf, statements_of=statements_of,
+                            related=lambda a, b: translation_of(a) == translation_of(b))

@@ -231,11 +231,12 @@ class ChunkIndex:
 
     # --- catalog (chunk metadata + BM25) ----------------------------------------------
 
-    def catalog(self) -> _Catalog:
-        """The in-memory catalog, rebuilt when another process changed the index."""
+    def catalog(self, *, check: bool = False) -> _Catalog:
+        """The in-memory catalog, rebuilt when another process changed the index (looked up
+        at most every ``refresh_seconds``, or now with ``check``)."""
         now = time.monotonic()
         cat = self._catalog
-        if cat is not None and now - self._checked_at < self.refresh_seconds:
+        if cat is not None and not check and now - self._checked_at < self.refresh_seconds:
             return cat
         with self._lock:
             gen = self.generation()

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from assist.answer import Assistant
 from assist.embedder import MiniLMEmbedder
 from assist.index import ChunkIndex, Embedder, make_chroma_client
+from kb.clock import Clock, clock_for
 from kb.settings import Settings
 
 
@@ -28,6 +29,7 @@ def make_index(settings: Settings, embedder: Embedder | None = None) -> ChunkInd
     return ChunkIndex(client=client, embedder=embedder, settings=settings.index)
 
 
-def make_assistant(settings: Settings, engine: Engine,
-                   index: ChunkIndex | None = None) -> Assistant:
-    return Assistant(engine=engine, index=index or make_index(settings), settings=settings)
+def make_assistant(settings: Settings, engine: Engine, index: ChunkIndex | None = None,
+                   clock: Clock | None = None) -> Assistant:
+    return Assistant(engine=engine, index=index or make_index(settings), settings=settings,
+                     clock=clock or clock_for(settings.now))

@@ -7,6 +7,7 @@ codes in one place (``api/cli.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class CanonError(Exception):
@@ -76,6 +77,20 @@ class Conflict(CanonError):
     code = "conflict"
 
 
+class ApprovalBlocked(Conflict):
+    """Pre-approval findings block the approval; ``findings`` lists them."""
+
+    code = "approval_blocked"
+
+    def __init__(self, findings: list[dict[str, Any]]) -> None:
+        kinds = sorted({str(f.get("kind")) for f in findings})
+        super().__init__(
+            f"approving would change approved answers ({len(findings)} findings: "
+            f"{', '.join(kinds)}); fix the articles, or approve with force and a note saying "
+            "why (an audited override)")
+        self.findings = findings
+
+
 class Forbidden(CanonError):
     """The actor may not do this (four-eyes rule, wrong team, wrong role)."""
 
@@ -107,3 +122,15 @@ class InvalidArticle(CanonError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("; ".join(str(p) for p in problems))
+
+
+class InvalidSettings(InvalidInput):
+    """A ``KB_*`` environment variable is unknown or has an invalid value."""
+
+    code = "invalid_settings"
+
+
+class IndexBusy(CanonError):
+    """Another process is the embedded index's writer (a running server)."""
+
+    code = "index_busy"

@@ -109,10 +109,9 @@ def served_numbers(session: Session) -> dict[str, int]:
 # --- approvals ---------------------------------------------------------------------------
 
 
-def _check_approvable(
-    session: Session, article: Article, version: ArticleVersion, approver: str,
-    allow_self: bool,
-) -> None:
+def check_approvable(session: Session, article: Article, version: ArticleVersion) -> None:
+    """:class:`Conflict` unless the version can be approved at all (not yet approved, the
+    newest, not a draft). Who may approve it is :mod:`kb.workflows`' business."""
     existing = _approvals(session, article.id)
     if version.number in existing:
         a = existing[version.number]
@@ -131,6 +130,13 @@ def _check_approvable(
             f"version {version.number} of '{article.id}' is marked `draft: true`; remove the "
             "draft flag from the file, run `kb sync`, then approve the new version"
         )
+
+
+def _check_approvable(
+    session: Session, article: Article, version: ArticleVersion, approver: str,
+    allow_self: bool,
+) -> None:
+    check_approvable(session, article, version)
     if not allow_self and version.author.strip().lower() == approver.strip().lower():
         raise Forbidden(
             f"{approver} authored version {version.number} of '{article.id}' and may not "
@@ -149,8 +155,12 @@ def approve(
     allow_self: bool = False,
     forced: bool = False,
     now: datetime | None = None,
+    details: dict[str, Any] | None = None,
 ) -> Approval:
-    """Approve a pending version (default: the newest). It is served from now on."""
+    """Approve a pending version (default: the newest). It is served from now on.
+
+    The storage primitive: the faces call :func:`kb.workflows.approve`, which checks the
+    actor's role, team and identity first."""
     article = get_article(session, article_id=article_id)
     if not article.latest_version:
         raise VersionNotFound(article_id, version or 1, None)
@@ -172,7 +182,7 @@ def approve(
         session, actor=approver, action="version_approved", article_id=article_id,
         version=number,
         details={"content_sha256": target.content_sha256, "note": note, "forced": forced,
-                 "author": target.author},
+                 "author": target.author, **(details or {})},
         at=at,
     )
     _tick(session)
@@ -512,6 +522,9 @@ class ServedInfo:
     approved_at: datetime
     verified_at: tuple[datetime, ...]
     freshness: Freshness
+    # The approved version served before this one (not retired since), if any: a server
+    # whose index has not caught up with the newest approval yet keeps serving it.
+    previous: ServedInfo | None = None
 
     def at(self, now: datetime) -> ServedInfo:
         """The same served version with its freshness as of ``now``."""
@@ -519,7 +532,8 @@ class ServedInfo:
             return self  # the due date does not depend on ``now``; only staleness does
         fresh = clock(meta=self.meta, approved_at=self.approved_at,
                       verified_at=self.verified_at, now=now)
-        return replace(self, freshness=fresh)
+        previous = self.previous.at(now) if self.previous is not None else None
+        return replace(self, freshness=fresh, previous=previous)
 
 
 def served_info(
@@ -546,23 +560,31 @@ def served_info(
               & (col(ArticleVersion.number) == col(Approval.version_number)))
         .where(col(Approval.article_id).in_(ids), col(Approval.version_number) > retired)
     ).all()
-    best: dict[str, tuple[int, str, datetime, dict[str, Any]]] = {}
+    approved: dict[str, list[tuple[int, str, datetime, dict[str, Any]]]] = {}
     for article_id, number, sha, at, meta in rows:
-        if article_id not in best or number > best[article_id][0]:
-            best[article_id] = (number, sha, at, dict(meta))
+        approved.setdefault(article_id, []).append((number, sha, at, dict(meta)))
+    for versions in approved.values():
+        versions.sort(key=lambda v: -v[0])
     verified: dict[tuple[str, int], list[datetime]] = {}
-    if best:
+    if approved:
         for article_id, number, at in session.exec(
             select(Review.article_id, Review.version_number, Review.at).where(
-                col(Review.article_id).in_(list(best)), Review.outcome == "verified")
+                col(Review.article_id).in_(list(approved)), Review.outcome == "verified")
         ):
             verified.setdefault((article_id, number), []).append(at)
-    return {
-        article_id: ServedInfo(
+
+    def info(article_id: str, v: tuple[int, str, datetime, dict[str, Any]],
+             previous: ServedInfo | None) -> ServedInfo:
+        number, sha, at, meta = v
+        return ServedInfo(
             article_id=article_id, version=number, content_sha256=sha, meta=meta,
             approved_at=at, verified_at=tuple(verified.get((article_id, number), [])),
             freshness=clock(meta=meta, approved_at=at,
                             verified_at=verified.get((article_id, number), []), now=now),
-        )
-        for article_id, (number, sha, at, meta) in best.items()
+            previous=previous)
+
+    return {
+        article_id: info(article_id, versions[0],
+                         info(article_id, versions[1], None) if len(versions) > 1 else None)
+        for article_id, versions in approved.items()
     }

@@ -16,9 +16,10 @@ from kb import audit
 from kb.articles import AUDIENCE_RE, TEAM_RE
 from kb.errors import Conflict, InvalidInput, Unauthenticated, UserNotFound
 from kb.models import ApiToken, User, utcnow
+from kb.permissions import ADMIN, ROLES
 
-ROLES = ("agent", "owner", "approver", "evaluator", "admin")
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,199}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,199}\Z")
+ALIAS_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,320}\Z")
 TOKEN_PREFIX = "canon_"
 BAD_TOKEN = "invalid or expired token; ask an admin for a new one (kb tokens create)"
 _TOUCH_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often
@@ -50,25 +51,120 @@ def _problems(name: str, role: str, teams: Sequence[str], audiences: Sequence[st
     return problems
 
 
+def _alias_problems(session: Session, name: str, aliases: Sequence[str]) -> list[str]:
+    problems = [f"'{a}' is not a valid alias (one word, e.g. a git author email)"
+                for a in aliases if not ALIAS_RE.match(a)]
+    for a in aliases:
+        owner = user_for_author(session, author=a)
+        if owner is not None and owner != name:
+            problems.append(f"'{a}' already names user '{owner}'; one alias, one person")
+    return problems
+
+
 def add_user(
     session: Session, *, name: str, role: str, teams: Sequence[str] = (),
-    audiences: Sequence[str] = (), by: str,
+    audiences: Sequence[str] = (), aliases: Sequence[str] = (), by: str,
 ) -> User:
     """Create a user. Agents need an audience; owners and approvers need a team."""
+    aliases = [a.strip().lower() for a in aliases]
     problems = _problems(name, role, teams, audiences)
+    problems += _alias_problems(session, name, aliases)
     if problems:
         raise InvalidInput("; ".join(problems))
     if session.get(User, name) is not None:
         raise Conflict(f"user '{name}' already exists; pick another name or see "
                        "`kb users list`")
     user = User(name=name, role=role, teams=list(dict.fromkeys(teams)),
-                audiences=list(dict.fromkeys(audiences)))
+                audiences=list(dict.fromkeys(audiences)), aliases=list(dict.fromkeys(aliases)))
     session.add(user)
     audit.record(session, actor=by, action="user_added",
                  details={"user": name, "role": role, "teams": user.teams,
-                          "audiences": user.audiences})
+                          "audiences": user.audiences, "aliases": user.aliases})
     session.commit()
     return user
+
+
+def bootstrap_admin(session: Session, *, name: str) -> User:
+    """Create the first admin. Allowed once: only while the database has no user at all."""
+    if session.exec(select(User.name).limit(1)).first() is not None:
+        raise Conflict("users exist already, so there is nothing to bootstrap; an admin adds "
+                       "users with `kb users add NAME --role ROLE --as ADMIN`")
+    return add_user(session, name=name, role=ADMIN, by=f"bootstrap:{name}")
+
+
+def _admins_left(session: Session, *, without: str) -> int:
+    return len([u for u in session.exec(select(User).where(User.role == ADMIN)).all()
+                if u.name != without and not u.disabled])
+
+
+def set_disabled(session: Session, *, name: str, disabled: bool, by: str) -> User:
+    """Disable a user (their tokens and ``--as`` stop working at once) or enable them again."""
+    user = get_user(session, name=name)
+    if user.disabled == disabled:
+        raise Conflict(f"user '{name}' is already {'disabled' if disabled else 'enabled'}; "
+                       "nothing to do")
+    if disabled and user.role == ADMIN and not _admins_left(session, without=name):
+        raise Conflict(f"'{name}' is the last active admin; make another admin first")
+    user.disabled = disabled
+    session.add(user)
+    audit.record(session, actor=by, action="user_disabled" if disabled else "user_enabled",
+                 details={"user": name})
+    session.commit()
+    return user
+
+
+def set_role(
+    session: Session, *, name: str, role: str, teams: Sequence[str] | None = None,
+    audiences: Sequence[str] | None = None, by: str,
+) -> User:
+    """Change a user's role (and, when given, teams or audiences)."""
+    user = get_user(session, name=name)
+    new_teams = list(dict.fromkeys(teams)) if teams is not None else list(user.teams)
+    new_aud = list(dict.fromkeys(audiences)) if audiences is not None else list(user.audiences)
+    problems = _problems(name, role, new_teams, new_aud)
+    if problems:
+        raise InvalidInput("; ".join(problems))
+    if user.role == ADMIN and role != ADMIN and not _admins_left(session, without=name):
+        raise Conflict(f"'{name}' is the last active admin; make another admin first")
+    before = {"role": user.role, "teams": list(user.teams), "audiences": list(user.audiences)}
+    user.role, user.teams, user.audiences = role, new_teams, new_aud
+    session.add(user)
+    audit.record(session, actor=by, action="user_role_changed",
+                 details={"user": name, "before": before,
+                          "after": {"role": role, "teams": new_teams, "audiences": new_aud}})
+    session.commit()
+    return user
+
+
+def link_alias(session: Session, *, name: str, alias: str, by: str) -> User:
+    """Link another name (e.g. a git author email) to a user, for the four-eyes rule."""
+    user = get_user(session, name=name)
+    alias = alias.strip().lower()
+    problems = _alias_problems(session, name, [alias])
+    if problems:
+        raise InvalidInput("; ".join(problems))
+    if alias in user.aliases or alias == user.name:
+        raise Conflict(f"'{alias}' already names user '{name}'; nothing to do")
+    user.aliases = [*user.aliases, alias]
+    session.add(user)
+    audit.record(session, actor=by, action="user_alias_linked",
+                 details={"user": name, "alias": alias})
+    session.commit()
+    return user
+
+
+def user_for_author(session: Session, *, author: str) -> str | None:
+    """The user behind an author string (a user name or a linked alias such as a git email),
+    or None when no user is linked to it. Case-insensitive."""
+    key = author.strip().lower()
+    if not key:
+        return None
+    if session.get(User, key) is not None:
+        return key
+    for name, aliases in session.exec(select(User.name, User.aliases)).all():
+        if key in [str(a).lower() for a in (aliases or [])]:
+            return str(name)
+    return None
 
 
 def get_user(session: Session, *, name: str) -> User:

@@ -201,6 +201,9 @@ class User(SQLModel, table=True):
     audiences: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     disabled: bool = False
+    # Other names this person writes under (git commit emails...): four-eyes compares people.
+    aliases: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False,
+                                                                       server_default="[]"))
 
 
 class ApiToken(SQLModel, table=True):

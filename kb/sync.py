@@ -83,6 +83,12 @@ def _git_author_lookup(root: Path) -> Callable[[Path], str | None] | None:
         return None
 
     def lookup(path: Path) -> str | None:
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", str(path)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+        if dirty.returncode != 0 or dirty.stdout.strip():
+            return None  # edited since the last commit: its author is whoever syncs it
         res = subprocess.run(
             ["git", "-C", str(root), "log", "-1", "--format=%ae", "--", str(path)],
             capture_output=True, text=True, timeout=30, check=False,
@@ -103,6 +109,7 @@ def sync_folder(
     root: Path,
     author: str | None = None,
     actor: str = "sync",
+    default_author: str = "unknown",
     max_bytes: int = 512 * 1024,
     now: datetime | None = None,
     on_article: Callable[[str], None] | None = None,
@@ -174,7 +181,7 @@ def sync_folder(
             continue
         if on_article:
             on_article(cand.parsed.id)
-        who = author or (git_author(root / cand.rel) if git_author else None) or "unknown"
+        who = author or (git_author(root / cand.rel) if git_author else None) or default_author
         part = SyncReport(root=root_key)  # reported only once committed
         try:
             _apply(session, part, articles, cand, root_key, who, actor, at)

@@ -34,6 +34,7 @@ USERS: dict[str, dict[str, Any]] = {
     "approver-a": {"role": "approver", "teams": ["team-a"]},
     "evaluator": {"role": "evaluator"},
     "admin": {"role": "admin"},
+    "writer": {"role": "owner", "teams": ["team-a"]},  # the author of every version
 }
 
 
@@ -128,7 +129,7 @@ def test_authorization_matrix(env: dict[str, Any]) -> None:
     write_cases: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
         ("POST", approve.format("a-approve-1"), {},
          {"agent": 403, "owner-a": 403, "evaluator": 403}),
-        ("POST", approve.format("b-approve"), {}, {"approver-a": 409}),  # other team
+        ("POST", approve.format("b-approve"), {}, {"approver-a": 403}),  # other team
         ("POST", "/v1/articles/b-review/review", {},
          {"agent": 403, "owner-a": 403, "approver-a": 403, "evaluator": 403}),
         ("POST", "/v1/articles/a-retire-1/retire", {},
