@@ -7,6 +7,7 @@ KB_TEST_DATABASE_URL is set).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from assist.answer import Assistant, Question, conflicting, quantities
 from assist.embedder import MiniLMEmbedder
 from assist.runtime import make_assistant, make_index
 from kb import governance
+from kb.clock import shifted_clock
 from kb.settings import Settings
 from kb.sync import sync_folder
 
@@ -119,9 +121,19 @@ def test_edit_keeps_old_text_until_approved(kb: dict[str, Any]) -> None:
     assert r.passages[0].citation.version == 1
 
     _approve(kb, "router-lights")
-    # Approved but the index not yet updated (e.g. a crash): the old chunk is not served.
+    # Approved, but this server's index has not caught up yet (another process approved, or
+    # a crash): the previous approved text keeps serving — never another article instead...
     r = _ask(a, "what does the light on the hub 3 router mean?")
-    assert all(p.citation.article_id != "router-lights" for p in r.passages)
+    assert r.status == "answered" and r.passages[0].citation.article_id == "router-lights"
+    assert "solid white" in r.passages[0].text and r.passages[0].citation.version == 1
+    # ...for at most max_lag_seconds; past that bound the article is hidden.
+    wall = a.clock
+    a.clock = shifted_clock(timedelta(seconds=a.max_lag_seconds + 1), wall)
+    try:
+        r = _ask(a, "what does the light on the hub 3 router mean?")
+        assert all(p.citation.article_id != "router-lights" for p in r.passages)
+    finally:
+        a.clock = wall
     report = _refresh(kb)  # the next sync/refresh repairs it
     assert report.indexed == [("router-lights", 2)]
     r = _ask(a, "what does the light on the hub 3 router mean?")
@@ -287,7 +299,8 @@ def test_index_rebuild_and_status_cli(kb: dict[str, Any]) -> None:
     }
     runner = CliRunner()
     before = kb["assistant"].index.manifest()
-    result = runner.invoke(cli_app, ["index", "rebuild"], env=env)
+    assert runner.invoke(cli_app, ["users", "bootstrap", "root"], env=env).exit_code == 0
+    result = runner.invoke(cli_app, ["index", "rebuild", "--as", "root"], env=env)
     assert result.exit_code == 0, result.output
     assert "3 articles indexed" in result.output
     status = runner.invoke(cli_app, ["index", "status", "--json"], env=env)
