@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from api.cli_common import JsonOpt, err, fail, get_ctx, out, parse_duration, print_json
+from api.cli_common import (
+    AsUser,
+    JsonOpt,
+    err,
+    fail,
+    get_ctx,
+    out,
+    parse_duration,
+    print_json,
+)
 from kb.errors import CanonError
 
 
@@ -29,25 +38,106 @@ def users_add(
     role: Annotated[str, typer.Option("--role", help="agent | owner | approver | evaluator | admin")],
     team: Annotated[list[str] | None, typer.Option("--team", help="Team the user owns/approves for (repeat).")] = None,
     audience: Annotated[list[str] | None, typer.Option("--audience", help="Audience an agent sees (repeat).")] = None,
-    by: Annotated[str, typer.Option("--as", help="Who is adding (audit log).")] = "cli",
+    alias: Annotated[list[str] | None, typer.Option("--alias", help="Another name they write under, e.g. their git email (repeat).")] = None,
+    by: AsUser = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a user."""
+    """Add a user (admins)."""
     from kb.identity import add_user
 
     c = get_ctx(ctx)
     with c.session() as s:
         try:
+            admin = c.actor(s, by, "manage_users")
             u = add_user(s, name=name, role=role, teams=team or [], audiences=audience or [],
-                         by=by)
+                         aliases=alias or [], by=admin.id)
         except CanonError as exc:
             fail(exc)
-    data = {"name": u.name, "role": u.role, "teams": u.teams, "audiences": u.audiences}
+    _print_user(u, as_json, "added")
+
+
+def _print_user(u: Any, as_json: bool, verb: str) -> None:
+    data = {"name": u.name, "role": u.role, "teams": u.teams, "audiences": u.audiences,
+            "aliases": u.aliases, "disabled": u.disabled}
     if as_json:
         print_json(data)
     else:
-        out.print(f"added {u.name} ({u.role}); teams: {_names(u.teams)}; audiences: "
-                  f"{_names(u.audiences)}")
+        out.print(f"{verb} {u.name} ({u.role}{', disabled' if u.disabled else ''}); teams: "
+                  f"{_names(u.teams)}; audiences: {_names(u.audiences)}; aliases: "
+                  f"{_names(u.aliases)}")
+
+
+def users_bootstrap(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
+    """Create the first admin (only on a database without any user)."""
+    from kb.identity import bootstrap_admin
+
+    with get_ctx(ctx).session() as s:
+        try:
+            u = bootstrap_admin(s, name=name)
+        except CanonError as exc:
+            fail(exc)
+    _print_user(u, as_json, "bootstrapped admin")
+
+
+def _admin_change(ctx: typer.Context, by: str | None, verb: str, change: Any,
+                  as_json: bool) -> None:
+    c = get_ctx(ctx)
+    with c.session() as s:
+        try:
+            admin = c.actor(s, by, "manage_users")
+            u = change(s, admin.id)
+        except CanonError as exc:
+            fail(exc)
+    _print_user(u, as_json, verb)
+
+
+def users_disable(ctx: typer.Context, name: str, by: AsUser = None,
+                  as_json: JsonOpt = False) -> None:
+    """Disable a user: their tokens and --as stop working at once (admins)."""
+    from kb.identity import set_disabled
+
+    _admin_change(ctx, by, "disabled",
+                  lambda s, who: set_disabled(s, name=name, disabled=True, by=who), as_json)
+
+
+def users_enable(ctx: typer.Context, name: str, by: AsUser = None,
+                 as_json: JsonOpt = False) -> None:
+    """Enable a disabled user again (admins)."""
+    from kb.identity import set_disabled
+
+    _admin_change(ctx, by, "enabled",
+                  lambda s, who: set_disabled(s, name=name, disabled=False, by=who), as_json)
+
+
+def users_set_role(
+    ctx: typer.Context,
+    name: str,
+    role: Annotated[str, typer.Argument(help="agent | owner | approver | evaluator | admin")],
+    team: Annotated[list[str] | None, typer.Option("--team", help="Replace the teams (repeat).")] = None,
+    audience: Annotated[list[str] | None, typer.Option("--audience", help="Replace the audiences (repeat).")] = None,
+    by: AsUser = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a user's role, and optionally teams or audiences (admins)."""
+    from kb.identity import set_role
+
+    _admin_change(ctx, by, "changed",
+                  lambda s, who: set_role(s, name=name, role=role, teams=team, audiences=audience,
+                                          by=who), as_json)
+
+
+def users_link(
+    ctx: typer.Context,
+    name: str,
+    alias: Annotated[str, typer.Option("--alias", help="e.g. the git author email of this user")],
+    by: AsUser = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Link another name (a git author email) to a user, for the four-eyes rule (admins)."""
+    from kb.identity import link_alias
+
+    _admin_change(ctx, by, "linked",
+                  lambda s, who: link_alias(s, name=name, alias=alias, by=who), as_json)
 
 
 def users_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
@@ -57,7 +147,7 @@ def users_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     with get_ctx(ctx).session() as s:
         rows = list_users(s)
     data = [{"name": u.name, "role": u.role, "teams": u.teams, "audiences": u.audiences,
-             "disabled": u.disabled} for u in rows]
+             "aliases": u.aliases, "disabled": u.disabled} for u in rows]
     if as_json:
         print_json(data)
         return
@@ -72,17 +162,19 @@ def tokens_create(
     user: Annotated[str, typer.Option("--user", help="The user the token acts as.")],
     expires: Annotated[str, typer.Option("--expires", help="Lifetime, e.g. 30d, 12w, 6m, 1y, or 'never'.")] = "90d",
     note: Annotated[str, typer.Option("--note", help="What the token is for.")] = "",
-    by: Annotated[str, typer.Option("--as", help="Who is creating it (audit log).")] = "cli",
+    by: AsUser = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a token; it is printed once and cannot be shown again."""
+    """Create a token; it is printed once and cannot be shown again (admins)."""
     from kb.identity import create_token
 
     c = get_ctx(ctx)
     ttl = None if expires == "never" else parse_duration(expires)
     with c.session() as s:
         try:
-            row, token = create_token(s, user=user, expires_in=ttl, by=by, note=note)
+            admin = c.actor(s, by, "manage_tokens")
+            row, token = create_token(s, user=user, expires_in=ttl, by=admin.id, note=note,
+                                      now=c.clock())
         except CanonError as exc:
             fail(exc)
     expiry = f"expires {row.expires_at:%Y-%m-%d}" if row.expires_at else "never expires"
@@ -98,15 +190,17 @@ def tokens_create(
 def tokens_revoke(
     ctx: typer.Context,
     token_id: str,
-    by: Annotated[str, typer.Option("--as", help="Who is revoking (audit log).")] = "cli",
+    by: AsUser = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Revoke a token (it stops working at once)."""
+    """Revoke a token (it stops working at once; admins)."""
     from kb.identity import revoke_token
 
-    with get_ctx(ctx).session() as s:
+    c = get_ctx(ctx)
+    with c.session() as s:
         try:
-            row = revoke_token(s, token_id=token_id, by=by)
+            admin = c.actor(s, by, "manage_tokens")
+            row = revoke_token(s, token_id=token_id, by=admin.id, now=c.clock())
         except CanonError as exc:
             fail(exc)
     if as_json:
@@ -140,8 +234,13 @@ def tokens_list(
 
 
 def register(app: typer.Typer) -> None:
+    users_app.command("bootstrap")(users_bootstrap)
     users_app.command("add")(users_add)
     users_app.command("list")(users_list)
+    users_app.command("disable")(users_disable)
+    users_app.command("enable")(users_enable)
+    users_app.command("set-role")(users_set_role)
+    users_app.command("link")(users_link)
     tokens_app.command("create")(tokens_create)
     tokens_app.command("revoke")(tokens_revoke)
     tokens_app.command("list")(tokens_list)

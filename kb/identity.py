@@ -206,7 +206,8 @@ def create_token(
     return row, token
 
 
-def revoke_token(session: Session, *, token_id: str, by: str) -> ApiToken:
+def revoke_token(session: Session, *, token_id: str, by: str,
+                 now: datetime | None = None) -> ApiToken:
     """Revoke a token; it stops working at once."""
     row = session.get(ApiToken, token_id)
     if row is None:
@@ -215,7 +216,7 @@ def revoke_token(session: Session, *, token_id: str, by: str) -> ApiToken:
         when = f"{row.revoked_at:%Y-%m-%d %H:%M} UTC"
         raise Conflict(f"token '{token_id}' is already revoked (at {when}); create a new one "
                        "with `kb tokens create`")
-    row.revoked_at = utcnow()
+    row.revoked_at = now or utcnow()
     session.add(row)
     audit.record(session, actor=by, action="token_revoked",
                  details={"token_id": token_id, "user": row.user_name})
