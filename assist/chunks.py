@@ -11,8 +11,9 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from kb.articles import ParsedArticle, parse_article
+from kb.articles import ParsedArticle, parse_article, parse_stored_version
 
 CHUNKER_VERSION = 1
 _BLANK = re.compile(r"\n[ \t]*\n")
@@ -99,10 +100,14 @@ def _group(
 
 def chunk_version(
     *, article_id: str, version: int, content_sha256: str, text: str, max_chars: int = 1200,
-    parsed: ParsedArticle | None = None,
+    parsed: ParsedArticle | None = None, meta: dict[str, Any] | None = None,
 ) -> list[Chunk]:
-    """Chunks of one stored version (text as stored; spans index into it)."""
-    art = parsed or parse_article(text, path=f"{article_id}@v{version}")
+    """Chunks of one stored version (text as stored; spans index into it). With ``meta``
+    (the version's stored fields) its front matter is not parsed again, so a version stored
+    under an older, looser parser always reads."""
+    path = f"{article_id}@v{version}"
+    art = parsed or (parse_stored_version(text, path=path, meta=meta) if meta is not None
+                     else parse_article(text, path=path))
     blocks_by_anchor: dict[str, list[tuple[int, int]]] = {}
     for b in art.approved_blocks:
         blocks_by_anchor.setdefault(b.section_anchor, []).append((b.start, b.end))

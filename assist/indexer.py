@@ -44,7 +44,7 @@ def _chunks_for(session: Session, wanted: dict[str, int], max_chars: int) -> lis
             if wanted.get(v.article_id) == v.number:
                 chunks.extend(chunk_version(article_id=v.article_id, version=v.number,
                                             content_sha256=v.content_sha256, text=v.text,
-                                            max_chars=max_chars))
+                                            max_chars=max_chars, meta=v.meta))
     return chunks
 
 

@@ -6,6 +6,7 @@ event and commits once, so a refused or failed action changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -16,6 +17,7 @@ from sqlalchemy import Connection
 from sqlmodel import Session, col, func, select, update
 
 from kb import audit
+from kb.articles import safe_review_days
 from kb.errors import ArticleNotFound, Conflict, Forbidden, NotApproved, VersionNotFound
 from kb.models import (
     Approval,
@@ -317,11 +319,13 @@ def clock(
     """
     anchor = approved_at
     declared = meta.get("last_reviewed")
-    if declared:
-        anchor = min(anchor, _as_datetime(date.fromisoformat(declared)))
+    if isinstance(declared, str):
+        with contextlib.suppress(ValueError):  # a bad stored date does not move the clock
+            anchor = min(anchor, _as_datetime(date.fromisoformat(declared)))
     for at in verified_at:
         anchor = max(anchor, at)
-    due = anchor + timedelta(days=int(meta["review_every_days"]))
+    # Clamped: no value stored by an older parser can overflow a later read.
+    due = anchor + timedelta(days=safe_review_days(meta.get("review_every_days")))
     return Freshness(anchor=anchor, due_at=due, stale=now > due)
 
 
