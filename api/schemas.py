@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from assist.answer import AssistResult, Citation, Escalation
 
@@ -77,6 +77,13 @@ class SectionOut(BaseModel):
     end: int
 
 
+class ApprovedBlockOut(BaseModel):
+    start: int
+    end: int
+    anchor: str
+    text: str
+
+
 class ArticleOut(BaseModel):
     id: str
     title: str
@@ -92,4 +99,85 @@ class ArticleOut(BaseModel):
     stale: bool
     sections: list[SectionOut]
     text: str | None = Field(description="Full text (null for high-risk articles).")
-    approved_blocks: list[dict[str, Any]]
+    approved_blocks: list[ApprovedBlockOut] = Field(
+        description="The `::: approved` blocks (the only text served for high-risk articles).")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    """``/readyz``: 200 when every check is ``ok...``, else 503 with the failing checks.
+
+    A probe that adds a check adds one more ``name: "ok..." | "error: ..."`` member."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ready", "not ready"]
+    database: str = Field(description="`ok` or `error: <exception type>`.")
+    index: str = Field(description="`ok (<n> chunks)` or `error: <exception type>`.")
+
+
+# --- knowledge health (GET /v1/health/knowledge; definitions in evals/health.py) -----------
+
+
+class FreshnessOut(BaseModel):
+    served: int
+    within_cadence: float | None
+    overdue: int
+    overdue_by_owner: dict[str, list[str]]
+    due_14d: list[str]
+
+
+class OwnershipOut(BaseModel):
+    unowned: list[str]
+
+
+class UsageOut(BaseModel):
+    citations_7d: dict[str, int]
+    citations_30d: dict[str, int]
+    never_cited: list[str]
+
+
+class GapOut(BaseModel):
+    question: str
+    count: int
+
+
+class OutcomesOut(BaseModel):
+    queries: int
+    answered: float | None
+    escalate: float | None
+    no_answer: float | None
+    top_gaps: list[GapOut]
+
+
+class FlagStatsOut(BaseModel):
+    open: int
+    resolved: int
+    median_hours_to_resolve: float | None
+
+
+class ChunkRefOut(BaseModel):
+    article_id: str
+    anchor: str
+
+
+class DuplicateOut(BaseModel):
+    a: ChunkRefOut
+    b: ChunkRefOut
+    similarity: float
+
+
+class KnowledgeHealthOut(BaseModel):
+    at: str = Field(description="When the metrics were computed (ISO 8601).")
+    articles: int
+    states: dict[str, int]
+    freshness: FreshnessOut
+    ownership: OwnershipOut
+    usage: UsageOut
+    outcomes_30d: OutcomesOut
+    flags: FlagStatsOut
+    approval_lag_hours: float | None
+    duplicates: list[DuplicateOut]

@@ -1,54 +1,128 @@
 """One settings object for the whole system, read from ``KB_*`` environment variables.
 
 Built once at the entry point (CLI, app factory, test fixture) and passed down; nothing here
-is created at import time.
+is created at import time. Entry points build it with :meth:`Settings.from_env`, which refuses
+unknown ``KB_*`` variables (a typo would otherwise be ignored silently) and turns invalid
+values into :class:`~kb.errors.InvalidSettings`.
+
+Every setting carries a description; the README's settings table is generated from them:
+``python -m kb.settings --write README.md`` (or ``python -m kb.settings`` to print it).
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import annotated_types
+from pydantic import BaseModel, Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from kb.errors import InvalidSettings
+
+ENV_PREFIX = "KB_"
+NESTED_DELIMITER = "__"
+
+# ``KB_*`` variables read by something other than Settings; they are not settings, yet valid.
+FOREIGN_VARIABLES: dict[str, str] = {
+    "KB_TEST_DATABASE_URL": "PostgreSQL URL the test suite also runs against (tests only).",
+    "KB_TOKEN": "API token for `kb eval run --url` (the `--token` option).",
+}
+
+TABLE_START = "<!-- settings-table:start -->"
+TABLE_END = "<!-- settings-table:end -->"
 
 
 class IndexSettings(BaseModel):
     """How approved text is chunked and indexed."""
 
-    chunk_max_chars: int = 1200
-    # How all-MiniLM-L6-v2 runs: ONNX Runtime (fast) or NumPy (reference); same vectors.
-    embedder: Literal["onnx", "numpy"] = "onnx"
-    embedder_threads: int = Field(default=0, ge=0)  # ONNX Runtime threads; 0 = every core
-    hnsw_ef_search: int = 400
-    hnsw_ef_construction: int = 200
-    hnsw_max_neighbors: int = 32
+    chunk_max_chars: int = Field(
+        default=1200, ge=1,
+        description="Longest chunk of approved text indexed and served as one passage "
+                    "(part of the index's collection name: changing it re-indexes).")
+    embedder: Literal["onnx", "numpy"] = Field(
+        default="onnx",
+        description="How all-MiniLM-L6-v2 runs: ONNX Runtime (fast) or NumPy (reference); "
+                    "same vectors.")
+    embedder_threads: int = Field(
+        default=0, ge=0, description="ONNX Runtime threads per forward pass; 0 = every core.")
+    hnsw_ef_search: int = Field(
+        default=400, ge=1, description="Chroma HNSW search breadth (higher: better recall, "
+                                       "slower queries).")
+    hnsw_ef_construction: int = Field(
+        default=200, ge=1, description="Chroma HNSW build breadth (used when a collection "
+                                       "is created).")
+    hnsw_max_neighbors: int = Field(
+        default=32, ge=2, description="Chroma HNSW links per node (used when a collection "
+                                      "is created).")
+    follow_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="How often a server checks the database for "
+        "approvals and retirements made by other processes (then re-indexes them).")
+    max_lag_seconds: float = Field(
+        default=30.0, gt=0, description="Longest a server keeps serving the previous approved "
+        "version while its index catches up; beyond it the article is hidden and /readyz "
+        "says not ready.")
+    writer_lock_wait_seconds: float = Field(
+        default=10.0, ge=0, description="How long a starting server waits for the embedded "
+        "index's writer lock (held by another server or a CLI command) before giving up.")
 
 
 class RetrievalSettings(BaseModel):
     """Hybrid retrieval tuning (chosen on the demo eval suite; see README)."""
 
-    fusion: Literal["weighted", "rrf", "dense", "lexical"] = "weighted"
-    dense_weight: float = Field(default=0.8, ge=0.0, le=1.0)
-    rrf_k: int = 60
-    candidates: int = Field(default=40, ge=5, le=400)
+    fusion: Literal["weighted", "rrf", "dense", "lexical"] = Field(
+        default="weighted",
+        description="How dense and BM25 hits combine: weighted scores, reciprocal rank "
+                    "fusion, or one retriever alone (baselines).")
+    dense_weight: float = Field(
+        default=0.8, ge=0.0, le=1.0,
+        description="Weight of the cosine score in `weighted` fusion (BM25 gets the rest).")
+    rrf_k: int = Field(default=60, ge=1, description="The k of reciprocal rank fusion (`rrf`).")
+    candidates: int = Field(
+        default=40, ge=5, le=400,
+        description="Hits each retriever returns before fusion (x4 when filtering by tags).")
 
 
 class AnswerSettings(BaseModel):
     """Answer assembly and guardrails."""
 
-    default_top_k: int = 3
-    max_top_k: int = 10
-    min_score: float = 0.3  # abstain when the best dense similarity is lower
-    min_coverage: float = 0.15  # ...or when the top passage holds too little of the question
-    ambiguity_margin: float = 0.08  # cosine gap under which two policies compete
-    ambiguity_overlap: float = 0.5  # word overlap above which two policies say "the same"
-    withhold_stale_high_risk: bool = True
-    warn_stale: bool = True
-    default_escalation_team: str = "support-tier2"
-    default_locale: str = "en"
+    default_top_k: int = Field(
+        default=3, ge=1, description="Passages returned when the request names no `top_k`.")
+    max_top_k: int = Field(default=10, ge=1, description="Most passages one answer may return.")
+    min_score: float = Field(
+        default=0.3, description="Abstain when the best dense (cosine) similarity is lower.")
+    min_coverage: float = Field(
+        default=0.15,
+        description="Abstain also when the top passage covers a smaller share of the "
+                    "question's IDF-weighted terms.")
+    ambiguity_margin: float = Field(
+        default=0.08,
+        description="Cosine gap under which two policies compete for the same question.")
+    ambiguity_overlap: float = Field(
+        default=0.5,
+        description="Word overlap above which two competing policies make the same "
+                    "statement (with different numbers: escalate).")
+    withhold_stale_high_risk: bool = Field(
+        default=True,
+        description="Escalate instead of serving a stale high-risk article.")
+    warn_stale: bool = Field(
+        default=True, description="Serve stale low/medium-risk text with a `stale` warning.")
+    default_escalation_team: str = Field(
+        default="support-tier2",
+        description="Handoff team when the best-matching article names no `escalate_to`.")
+    default_locale: str = Field(
+        default="en",
+        description="Locale of questions that name none, and the fallback for missing "
+                    "translations.")
 
 
 class Settings(BaseSettings):
@@ -58,19 +132,53 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="KB_", env_nested_delimiter="__", extra="ignore", validate_default=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter=NESTED_DELIMITER, extra="ignore",
+        validate_default=True,
     )
 
-    data_dir: Path = Path(".canon")
-    database_url: str | None = None
-    content_dir: Path = Path("content")
-    chroma_url: str | None = None  # a Chroma server; default: embedded under data_dir
-    allow_self_approval: bool = False
-    assist_rate_per_minute: int = Field(default=600, ge=0)  # per API token; 0 = unlimited
-    max_article_bytes: int = Field(default=512 * 1024, ge=1024)
-    index: IndexSettings = IndexSettings()
-    retrieval: RetrievalSettings = RetrievalSettings()
-    answer: AnswerSettings = AnswerSettings()
+    data_dir: Path = Field(
+        default=Path(".canon"),
+        description="Where the SQLite database and the embedded index live.")
+    database_url: str | None = Field(
+        default=None,
+        description="Database URL, e.g. `postgresql+psycopg://user@host:5432/canon`; "
+                    "unset: SQLite `canon.db` in the data directory.")
+    content_dir: Path = Field(default=Path("content"), description="The folder of articles.")
+    chroma_url: str | None = Field(
+        default=None,
+        description="A Chroma server (`chroma run`) shared by workers and machines, e.g. "
+                    "`http://chroma:8000`; unset: embedded under the data directory.")
+    allow_self_approval: bool = Field(
+        default=False, description="`true` turns the four-eyes rule off.")
+    assist_rate_per_minute: int = Field(
+        default=600, ge=0, description="`/v1/assist` calls per API token per minute; "
+                                       "0 = unlimited.")
+    max_article_bytes: int = Field(
+        default=512 * 1024, ge=1024, description="Largest article file accepted.")
+    now: datetime | None = Field(
+        default=None, description="Pin the clock to this UTC date-time (ISO 8601) for demos, "
+                                  "replays and tests; unset: the wall clock.")
+    user: str | None = Field(
+        default=None, description="The user CLI commands act as when `--as` is not given.")
+    index: IndexSettings = Field(default=IndexSettings(), description=IndexSettings.__doc__)
+    retrieval: RetrievalSettings = Field(
+        default=RetrievalSettings(), description=RetrievalSettings.__doc__)
+    answer: AnswerSettings = Field(default=AnswerSettings(), description=AnswerSettings.__doc__)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """The settings of this process, from ``KB_*`` environment variables.
+
+        Raises :class:`InvalidSettings` for an unknown ``KB_*`` variable (with the closest
+        valid name) or a value that does not validate.
+        """
+        check_environment(os.environ)
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise InvalidSettings(_describe_errors(exc, os.environ)) from None
+        except SettingsError as exc:  # e.g. KB_ANSWER='not json'
+            raise InvalidSettings(f"invalid setting: {exc}; {_SEE_TABLE}") from None
 
     @property
     def resolved_database_url(self) -> str:
@@ -88,3 +196,124 @@ class Settings(BaseSettings):
         }
         raw = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(raw).hexdigest()[:16]
+
+
+_SEE_TABLE = "see the settings table in README.md (or run `python -m kb.settings`)"
+
+
+def _section(field: FieldInfo) -> type[BaseModel] | None:
+    ann = field.annotation
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _leaves(model: type[BaseModel], prefix: str = ENV_PREFIX) -> Iterator[tuple[str, FieldInfo]]:
+    """``(environment variable, field)`` for every setting, in declaration order."""
+    for name, field in model.model_fields.items():
+        section = _section(field)
+        if section is not None:
+            yield from _leaves(section, f"{prefix}{name.upper()}{NESTED_DELIMITER}")
+        else:
+            yield f"{prefix}{name.upper()}", field
+
+
+def setting_names() -> list[str]:
+    """Every environment variable that sets a setting (``KB_DATA_DIR``, ``KB_ANSWER__...``)."""
+    return [name for name, _ in _leaves(Settings)]
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse ``KB_*`` variables that are neither settings nor known to other tools.
+
+    Names compare case-insensitively, as pydantic-settings reads them. A whole section set as
+    JSON (``KB_ANSWER='{"min_score": 0.2}'``) is accepted too.
+    """
+    valid = set(setting_names()) | set(FOREIGN_VARIABLES)
+    sections = {f"{ENV_PREFIX}{name.upper()}" for name, field in Settings.model_fields.items()
+                if _section(field) is not None}
+    problems = []
+    for key in sorted(environ):
+        name = key.upper()
+        if not name.startswith(ENV_PREFIX) or name in valid or name in sections:
+            continue
+        close = difflib.get_close_matches(name, sorted(valid - set(FOREIGN_VARIABLES)), n=1)
+        hint = f"did you mean {close[0]}?" if close else _SEE_TABLE
+        problems.append(f"unknown setting {key}; {hint}")
+    if problems:
+        raise InvalidSettings("; ".join(problems))
+
+
+def _describe_errors(exc: ValidationError, environ: Mapping[str, str]) -> str:
+    values = {k.upper(): v for k, v in environ.items()}
+    parts = []
+    for error in exc.errors():
+        name = ENV_PREFIX + NESTED_DELIMITER.join(str(p) for p in error["loc"]).upper()
+        shown = f"{name}={values[name]!r}" if name in values else name
+        parts.append(f"invalid setting {shown}: {error['msg']}")
+    return "; ".join(parts) + f"; {_SEE_TABLE}"
+
+
+# --- the README table ----------------------------------------------------------------------
+
+
+def _format_default(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, Enum):
+        value = value.value
+    return f"`{value}`"
+
+
+def _constraints(field: FieldInfo) -> str:
+    args = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+    if args:
+        return " One of " + ", ".join(f"`{a}`" for a in args) + "."
+    bounds: dict[str, Any] = {}
+    for m in field.metadata:
+        for kind in ("ge", "gt", "le", "lt"):
+            if isinstance(m, getattr(annotated_types, kind.capitalize())):
+                bounds[kind] = getattr(m, kind)
+    if set(bounds) == {"ge", "le"}:
+        return f" From {bounds['ge']} to {bounds['le']}."
+    words = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
+    said = ", ".join(f"{words[k]} {v}" for k, v in bounds.items())
+    return f" {said[0].upper()}{said[1:]}." if said else ""
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting: variable, default, meaning (ends with a newline)."""
+    lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, field in _leaves(Settings):
+        if not field.description:
+            raise ValueError(f"setting {name} has no description; add Field(description=...)")
+        meaning = (field.description + _constraints(field)).replace("|", "\\|")
+        lines.append(f"| `{name}` | {_format_default(field.default)} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def with_settings_table(readme: str) -> str:
+    """``readme`` with the generated table between the settings-table marker comments."""
+    start, end = readme.find(TABLE_START), readme.find(TABLE_END)
+    if start < 0 or end < start:
+        raise ValueError(f"the README has no {TABLE_START} ... {TABLE_END} block")
+    head = readme[:start + len(TABLE_START)]
+    return f"{head}\n{settings_table()}{readme[end:]}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m kb.settings`` prints the table; ``--write README.md`` updates the file."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        sys.stdout.write(settings_table())
+        return 0
+    if len(args) == 2 and args[0] == "--write":
+        path = Path(args[1])
+        path.write_text(with_settings_table(path.read_text(encoding="utf-8")), encoding="utf-8")
+        return 0
+    sys.stderr.write("usage: python -m kb.settings [--write README.md]\n")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

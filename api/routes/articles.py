@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import AnyCaller, SessionDep
-from api.schemas import ArticleOut, SectionOut
+from api.schemas import ApprovedBlockOut, ArticleOut, SectionOut
 from assist.index import visible
 from kb.articles import parse_article
 from kb.errors import ArticleNotFound
@@ -24,8 +24,8 @@ def served_article(article_id: str, caller: AnyCaller, session: SessionDep) -> A
     version = get_version(session, article_id=article_id, number=info.version)
     parsed = parse_article(version.text, path=article_id)
     high = info.meta.get("risk") == "high"
-    blocks = [{"start": b.start, "end": b.end, "anchor": b.section_anchor,
-               "text": version.text[b.start:b.end]} for b in parsed.approved_blocks]
+    blocks = [ApprovedBlockOut(start=b.start, end=b.end, anchor=b.section_anchor,
+                               text=version.text[b.start:b.end]) for b in parsed.approved_blocks]
     return ArticleOut(
         id=article_id, title=info.meta["title"], version=info.version,
         content_sha256=info.content_sha256, owner=info.meta["owner"],

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
 from sqlmodel import Session
+
+from api.schemas import HealthOut, ReadyOut
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-def healthz() -> dict[str, str]:
+@router.get("/healthz", response_model=HealthOut)
+def healthz() -> HealthOut:
     """The process is up."""
-    return {"status": "ok"}
+    return HealthOut(status="ok")
 
 
-@router.get("/readyz")
-def readyz(request: Request) -> JSONResponse:
+@router.get("/readyz", response_model=ReadyOut,
+            responses={503: {"model": ReadyOut, "description": "A check failed."}})
+def readyz(request: Request, response: Response) -> ReadyOut:
     """The database answers and the index and embedding model are loaded."""
     checks: dict[str, str] = {}
     try:
@@ -32,5 +34,5 @@ def readyz(request: Request) -> JSONResponse:
     except Exception as exc:
         checks["index"] = f"error: {type(exc).__name__}"
     ready = all(v.startswith("ok") for v in checks.values())
-    return JSONResponse(status_code=200 if ready else 503,
-                        content={"status": "ready" if ready else "not ready", **checks})
+    response.status_code = 200 if ready else 503
+    return ReadyOut.model_validate({"status": "ready" if ready else "not ready", **checks})

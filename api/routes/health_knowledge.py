@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from api.deps import InsightCaller, SessionDep
+from api.schemas import KnowledgeHealthOut
 from evals.health import knowledge_health
 
 router = APIRouter(prefix="/v1/health", tags=["health"])
 
 
-@router.get("/knowledge")
-def knowledge(caller: InsightCaller, session: SessionDep) -> dict[str, Any]:
+@router.get("/knowledge", response_model=KnowledgeHealthOut)
+def knowledge(caller: InsightCaller, session: SessionDep) -> KnowledgeHealthOut:
     """Freshness, ownership, usage, outcomes, flags, approval lag and duplicates."""
-    return knowledge_health(session)
+    return KnowledgeHealthOut.model_validate(knowledge_health(session))
