@@ -290,3 +290,48 @@ def test_queue_and_flag_resolution_from_the_cli(env: dict[str, Any]) -> None:
     assert again.exit_code == 6 and "already resolved" in again.output
     queue = runner.invoke(cli_app, ["queue", "--team", "team-a", "--json"], env=cli_env)
     assert all(i["kind"] != "flag" for i in json.loads(queue.stdout))
+
+
+def test_ownership_change_is_decided_by_the_team_that_owns_the_served_article(
+        env: dict[str, Any]) -> None:
+    """Issue 9.7: someone rewrote `owner:` of team B's article to team A and injected text;
+    team A's approver then approved it. The team that decides is the owner of the *served*
+    version: an ownership change is approved by the current owners."""
+    c, tok, content = env["client"], env["tokens"], env["content"]
+    _edit(content, "b-retire", "team-a", ["internal", "vendors"], "Injected: refunds are 90 days.")
+    with Session(env["engine"], expire_on_commit=False) as s:
+        sync_folder(s, root=content, author="writer")
+    r = c.post("/v1/articles/b-retire/versions/2/approve",
+               json={"note": "mine now", "force": True}, headers=tok["approver-a"])
+    assert r.status_code == 403, r.text
+    assert "team 'team-b'" in r.json()["detail"]
+    with Session(env["engine"]) as s:
+        assert governance.served_version(s, article_id="b-retire").number == 1  # type: ignore[union-attr]
+    # An admin (or team B's approver) may approve the hand-over; the audit says so.
+    r = c.post("/v1/articles/b-retire/versions/2/approve", json={"note": "hand-over",
+               "force": True}, headers=tok["admin"])
+    assert r.status_code == 200, r.text
+    with Session(env["engine"]) as s:
+        event = s.exec(select(AuditEvent).where(AuditEvent.action == "version_approved",
+                                                AuditEvent.article_id == "b-retire",
+                                                AuditEvent.version_number == 2)).one()
+        assert event.details["owner_change"] == {"from": "team-b", "to": "team-a"}
+
+
+def test_git_author_email_counts_as_the_user_over_http(env: dict[str, Any]) -> None:
+    """Issue 9.8: the author recorded from git (an email) approved their own edit as the
+    HTTP user. Linked aliases make them one person; unlinked authors cannot approve."""
+    from kb.identity import link_alias
+
+    c, tok, content = env["client"], env["tokens"], env["content"]
+    _edit(content, "a-read", "team-a", ["internal", "vendors"], "Edited by git author.")
+    with Session(env["engine"], expire_on_commit=False) as s:
+        sync_folder(s, root=content, author="Approver-A@corp.example")
+    r = c.post("/v1/articles/a-read/versions/2/approve", json={}, headers=tok["approver-a"])
+    assert r.status_code == 403 and "not linked to any user" in r.json()["detail"]
+    with Session(env["engine"], expire_on_commit=False) as s:
+        link_alias(s, name="approver-a", alias="approver-a@corp.example", by="admin")
+    r = c.post("/v1/articles/a-read/versions/2/approve", json={}, headers=tok["approver-a"])
+    assert r.status_code == 403 and "four-eyes" in r.json()["detail"]
+    r = c.post("/v1/articles/a-read/versions/2/approve", json={}, headers=tok["admin"])
+    assert r.status_code == 200, r.text
