@@ -309,7 +309,7 @@ def extract(text: str, heading: str = "") -> tuple[Statement, ...]:
     return _extract(text, heading)
 
 
-@lru_cache(maxsize=32768)
+@lru_cache(maxsize=8192)  # the chunks answers keep coming back to
 def _extract(text: str, heading: str) -> tuple[Statement, ...]:
     out: list[Statement] = []
     above = frozenset(_stems(heading))
