@@ -115,6 +115,7 @@ class _Catalog:
     views: set[str]
     idf: dict[str, float]
     terms: list[frozenset[str]]  # lexical terms of each chunk
+    empty: dict[str, int]  # indexed versions with no chunks
 
 
 @dataclass(frozen=True)
@@ -225,8 +226,27 @@ class ChunkIndex:
         meta = self._state().metadata or {}
         return str(meta.get("generation", "0"))
 
-    def bump(self) -> None:
-        self._state().modify(metadata={"generation": f"{time.time_ns()}"})
+    def _empty(self, meta: dict[str, Any]) -> dict[str, int]:
+        try:
+            raw = json.loads(str(meta.get("empty") or "{}"))
+        except ValueError:
+            return {}
+        return {str(k): int(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+    def bump(self, empty: dict[str, int | None] | None = None) -> None:
+        """Tell every process the index changed. ``empty`` records served versions that
+        have nothing to index (a high-risk article without an approved block), so they do
+        not look forever out of date; ``None`` as a value clears an entry."""
+        state = self._state()
+        meta = dict(state.metadata or {})
+        held = self._empty(meta)
+        for article_id, version in (empty or {}).items():
+            if version is None:
+                held.pop(article_id, None)
+            else:
+                held[article_id] = version
+        state.modify(metadata={"generation": f"{time.time_ns()}",
+                               "empty": json.dumps(held, sort_keys=True)})
         self._catalog = None
 
     # --- catalog (chunk metadata + BM25) ----------------------------------------------
@@ -283,11 +303,14 @@ class ChunkIndex:
             mask[rows] = 1.0
             masks[key] = mask
         sizes = {key: len(rows) for key, rows in membership.items()}
-        return _Catalog(generation, chunks, ids, bm25, masks, sizes, views, idf, terms)
+        empty = self._empty(dict(self._state().metadata or {}))
+        return _Catalog(generation, chunks, ids, bm25, masks, sizes, views, idf, terms, empty)
 
     def manifest(self) -> dict[str, int]:
-        """Article id -> version number currently indexed."""
-        return {c.article_id: c.version for c in self.catalog().chunks}
+        """Article id -> version number currently indexed (including served versions that
+        have nothing to index)."""
+        cat = self.catalog()
+        return {**cat.empty, **{c.article_id: c.version for c in cat.chunks}}
 
     def coverage(self, question: str, cid: str) -> float:
         """Share of the question's IDF-weighted terms that occur in the chunk (its title,

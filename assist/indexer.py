@@ -51,6 +51,7 @@ def _chunks_for(session: Session, wanted: dict[str, int], max_chars: int) -> lis
 def _embed_and_write(
     index: ChunkIndex, chunks: Sequence[Chunk], article_ids: Sequence[str],
     batch: int, progress: Progress | None, indexed: set[str],
+    empty: dict[str, int | None] | None = None,
 ) -> None:
     """Embed and write group by group. Old chunks are deleted only for articles the index
     holds (``indexed``): a full rebuild deletes nothing.
@@ -59,7 +60,9 @@ def _embed_and_write(
     running beside ONNX Runtime's parallel kernels stalls them (on 2 cores an overlapped
     ingest took 1.33x the pure embedding time; alternating takes less, see the README)."""
     if not chunks:
-        index.replace(article_ids, [], np.zeros((0, index.embedder.dim), dtype=np.float32))
+        index.write(sorted(set(article_ids)), [],
+                    np.zeros((0, index.embedder.dim), dtype=np.float32))
+        index.bump(empty)
         return
     by_article: dict[str, list[Chunk]] = {}
     for c in chunks:
@@ -80,7 +83,7 @@ def _embed_and_write(
                 progress(done, len(chunks))
             ids, group = [], []
     finally:
-        index.bump()  # every worker reloads what was written, even after a failure
+        index.bump(empty)  # every worker reloads what was written, even after a failure
 
 
 def refresh(
@@ -97,8 +100,11 @@ def refresh(
         return report
     wanted = {a: served[a] for a in stale if a in served}
     chunks = _chunks_for(session, wanted, max_chars)
+    with_chunks = {c.article_id for c in chunks}
+    empty: dict[str, int | None] = {
+        a: (wanted[a] if a in wanted and a not in with_chunks else None) for a in stale}
     _embed_and_write(index, chunks, stale, batch=1024, progress=progress,
-                     indexed=set(indexed))
+                     indexed=set(indexed), empty=empty)
     report.indexed = sorted(wanted.items())
     report.removed = [a for a in stale if a not in served]
     report.chunks = len(chunks)

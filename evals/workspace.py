@@ -1,5 +1,7 @@
 """A scratch workspace: a folder of articles synced, bootstrapped and indexed in a temporary
-data directory, so a suite can run on any content without touching the real database."""
+data directory, so a suite can run on any content without touching the real database. Review
+dates are replayed relative to the clock (see kb/demo.py), so a suite scores the same on any
+date."""
 
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ from assist import indexer
 from assist.answer import Assistant
 from assist.index import Embedder
 from assist.runtime import make_assistant, make_index
-from kb import db, governance
+from kb import db
+from kb.clock import clock_for
+from kb.demo import bootstrap
 from kb.settings import Settings
-from kb.sync import sync_folder
 
 
 @dataclass
@@ -37,10 +40,12 @@ def scratch_workspace(content: Path, base: Settings,
                                        "content_dir": content})
     engine = db.open_engine(settings)
     try:
+        clock = clock_for(settings.now)
         with Session(engine, expire_on_commit=False) as s:
-            sync_folder(s, root=content, author="eval-import")
-            governance.approve_all(s, approver="eval-bootstrap")
-        assistant = make_assistant(settings, engine, make_index(settings, embedder))
+            bootstrap(s, root=content, now=clock(), author="eval-import",
+                      approver="eval-bootstrap")
+        assistant = make_assistant(settings, engine, make_index(settings, embedder),
+                                   clock=clock)
         with Session(engine) as s:
             indexer.refresh(s, assistant.index, max_chars=settings.index.chunk_max_chars)
         yield Workspace(settings, engine, assistant)

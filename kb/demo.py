@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
 from sqlmodel import Session
 
 from kb import governance
+from kb.sync import sync_folder
 
 DEMO_AS_OF = date(2026, 12, 1)  # the day the demo content's review dates describe
 REPLAY_NOTE = "demo: last review replayed relative to today (content dated as of {as_of})"
@@ -43,3 +45,16 @@ def replay_review_dates(session: Session, *, reviewer: str, now: datetime,
                           note=REPLAY_NOTE.format(as_of=as_of.isoformat()), now=at)
         done.append(s.id)
     return done
+
+
+def bootstrap(session: Session, *, root: Path, now: datetime, author: str = "import",
+              approver: str = "bootstrap", as_of: date = DEMO_AS_OF) -> list[str]:
+    """Sync a folder, approve the import and replay its review dates relative to ``now``:
+    the knowledge base an eval workspace, a benchmark or a test starts from, the same on
+    any date. Returns the approved article ids."""
+    sync_folder(session, root=root, author=author, now=now)
+    bulk = governance.approve_all(session, approver=approver, allow_self=True, now=now)
+    approved = [a for a, _ in bulk.approved]
+    replay_review_dates(session, reviewer=approver, now=now, as_of=as_of,
+                        article_ids=set(approved))
+    return approved

@@ -7,7 +7,6 @@ built, and every question goes through ``POST /v1/assist`` via TestClient.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,12 @@ from typer.testing import CliRunner
 
 from api.app import create_app
 from api.cli import app as cli_app
-from assist import indexer
-from assist.runtime import make_assistant
-from kb import db, governance
+from kb import governance
 from kb.identity import add_user, create_token
 from kb.models import ArticleVersion, Flag
 from kb.settings import Settings
-from kb.sync import sync_folder
+
+from .kbs import build_kb
 
 CONTENT = Path(__file__).resolve().parent.parent / "content"
 # Callers: an Acme agent, a Globex agent, and company staff (internal audience).
@@ -62,15 +60,8 @@ OFF_TOPIC = [
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("demo")
-    content = root / "content"
-    shutil.copytree(CONTENT, content)
-    settings = Settings(data_dir=root / ".canon", database_url=f"sqlite:///{root}/canon.db",
-                        content_dir=content, assist_rate_per_minute=0)  # thousands of asks
-    engine = db.open_engine(settings)
-    with Session(engine, expire_on_commit=False) as s:
-        sync_folder(s, root=content, author="writer@brightwave.example")
-        governance.approve_all(s, approver="lead@brightwave.example")
+    built = build_kb(tmp_path_factory.mktemp("demo"), assist_rate_per_minute=0)
+    engine, settings, content = built.engine, built.settings, built.content
     tokens = {}
     with Session(engine, expire_on_commit=False) as s:
         add_user(s, name=VENDOR, role="agent", audiences=["vendor:acme"], by="test")
@@ -78,14 +69,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         add_user(s, name=INTERNAL, role="evaluator", by="test")
         for name in AUDIENCE:
             tokens[name] = {"Authorization": "Bearer " + create_token(
-                s, user=name, expires_in=None, by="test")[1]}
-    assistant = make_assistant(settings, engine)
-    with Session(engine) as s:
-        indexer.refresh(s, assistant.index)
-    app = create_app(settings, assistant=assistant)
+                s, user=name, expires_in=None, by="test", now=built.clock())[1]}
+    app = create_app(settings, assistant=built.assistant)
     with TestClient(app) as client:
         yield {"client": client, "engine": engine, "settings": settings, "content": content,
-               "assistant": assistant, "tokens": tokens}
+               "assistant": built.assistant, "tokens": tokens, "clock": built.clock}
     engine.dispose()
 
 

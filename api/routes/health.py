@@ -7,6 +7,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from api.schemas import HealthOut, ReadyOut
+from assist.follower import index_lag
 
 router = APIRouter(tags=["health"])
 
@@ -20,7 +21,9 @@ def healthz() -> HealthOut:
 @router.get("/readyz", response_model=ReadyOut,
             responses={503: {"model": ReadyOut, "description": "A check failed."}})
 def readyz(request: Request, response: Response) -> ReadyOut:
-    """The database answers and the index and embedding model are loaded."""
+    """The database answers, the index and embedding model are loaded, and the index is
+    within ``max_lag_seconds`` of what the database serves (approvals and retirements made
+    by any process); ``index_behind`` lists the articles it has not caught up with."""
     checks: dict[str, str] = {}
     try:
         with Session(request.app.state.engine) as session:
@@ -33,6 +36,24 @@ def readyz(request: Request, response: Response) -> ReadyOut:
         checks["index"] = f"ok ({len(catalog.chunks)} chunks)"
     except Exception as exc:
         checks["index"] = f"error: {type(exc).__name__}"
+    lag_info: dict[str, object] = {}
+    follower = getattr(request.app.state, "follower", None)
+    try:
+        with Session(request.app.state.engine) as session:
+            lag = index_lag(session, request.app.state.assistant.index,
+                            now=request.app.state.clock(), check=False)
+        bound = request.app.state.settings.index.max_lag_seconds
+        lag_info = {"index_lag_seconds": round(lag.seconds, 3), "index_behind": lag.behind}
+        if follower is not None and follower.last_error:
+            checks["index_follower"] = f"error: {follower.last_error}"
+        checks["index_lag"] = (f"ok ({len(lag.behind)} articles behind, {lag.seconds:.1f} s)"
+                               if lag.seconds <= bound else
+                               f"error: {len(lag.behind)} articles not served for "
+                               f"{lag.seconds:.0f} s (bound {bound:.0f} s): "
+                               f"{', '.join(lag.behind[:10])}")
+    except Exception as exc:
+        checks["index_lag"] = f"error: {type(exc).__name__}"
     ready = all(v.startswith("ok") for v in checks.values())
     response.status_code = 200 if ready else 503
-    return ReadyOut.model_validate({"status": "ready" if ready else "not ready", **checks})
+    return ReadyOut.model_validate({"status": "ready" if ready else "not ready", **checks,
+                                    **lag_info})
