@@ -206,7 +206,7 @@ def approve(
                 outcome = workflows.approve(
                     session, actor=actor, article_id=article_id, version=version, note=note,
                     force=force, allow_self=allow_self, checks=approval_checks(c.assistant),
-                    now=c.clock())
+                    clock=c.clock)
             except ApprovalBlocked as exc:
                 for f in exc.findings:
                     err.print(f"[red]{f['kind']}[/red] on '{f['question']}': {f['message']}")

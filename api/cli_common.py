@@ -102,6 +102,9 @@ class Ctx:
     def close(self) -> None:
         if self._lock is not None:
             self._lock.release()
+        if self._index is not None and self.settings.chroma_url:
+            self._index.client.close()  # a Chroma server's HTTP connections
+            self._index = self._assistant = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None

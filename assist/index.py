@@ -331,6 +331,11 @@ class ChunkIndex:
     def chunk(self, cid: str) -> Chunk | None:
         cat = self.catalog()
         i = cat.ids.get(cid)
+        if i is None and time.monotonic() - self._checked_at > 0.05:
+            # Chroma found a chunk this catalog has not loaded yet: another process (or a
+            # writer thread) has just indexed it. Look for a newer generation once.
+            cat = self.catalog(check=True)
+            i = cat.ids.get(cid)
         return cat.chunks[i] if i is not None else None
 
     # --- writes -----------------------------------------------------------------------
@@ -351,14 +356,12 @@ class ChunkIndex:
 
     def write(self, article_ids: list[str], chunks: Sequence[Chunk],
               vectors: NDArray[np.float32]) -> None:
-        """Delete the chunks of ``article_ids`` held by the index, then store ``chunks``
-        once in each view their audience names."""
-        if article_ids:
-            for col in self._all_collections():
-                if col.name.endswith("--state"):
-                    continue
-                for i in range(0, len(article_ids), 500):
-                    col.delete(where={"article_id": {"$in": article_ids[i:i + 500]}})
+        """Store ``chunks`` once in each view their audience names, then delete every other
+        chunk of ``article_ids`` the index holds.
+
+        New chunks go in before old ones go out (chunk ids carry the version), so a query
+        running meanwhile finds the old version or the new one, never nothing: the answer
+        path serves one version per article and never a mix."""
         by_key: dict[tuple[str, str], list[int]] = {}
         for i, c in enumerate(chunks):
             for view in chunk_views(c.audience):
@@ -371,6 +374,19 @@ class ChunkIndex:
                 col.upsert(ids=[chunks[i].id for i in part], embeddings=vectors[part],
                            metadatas=[_meta(chunks[i]) for i in part],
                            documents=[chunks[i].text for i in part])
+        if not article_ids:
+            return
+        self.bump()  # every reader learns the new chunks before the old ones go
+        keep = {c.id for c in chunks}
+        for col in self._all_collections():
+            if col.name.endswith("--state"):
+                continue
+            for i in range(0, len(article_ids), 500):
+                held = col.get(where={"article_id": {"$in": article_ids[i:i + 500]}},
+                               include=[])["ids"]
+                old = [cid for cid in held if cid not in keep]
+                if old:
+                    col.delete(ids=old)
 
     def clear(self) -> None:
         """Drop every collection of this model/chunking (``kb index rebuild``)."""

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from sqlmodel import Session
 
 from kb import flags, governance
+from kb.clock import Clock
 from kb.errors import ApprovalBlocked, Conflict, Forbidden, InvalidInput
 from kb.identity import user_for_author
 from kb.models import Approval, Flag, Retirement, Review
@@ -71,12 +72,14 @@ def approve(
     session: Session, *, actor: Actor, article_id: str, version: int | None = None,
     note: str = "", force: bool = False, allow_self: bool = False,
     checks: ApprovalChecks | None = None, now: datetime | None = None,
+    clock: Clock | None = None,
 ) -> ApprovalOutcome:
     """Approve a pending version (default: the newest) after every rule and check.
 
     Refused with :class:`Forbidden` (wrong role or team, four-eyes), :class:`Conflict`
     (superseded, draft, already approved) or :class:`ApprovalBlocked` (findings, unless
-    ``force`` with a note: an audited override)."""
+    ``force`` with a note: an audited override). The approval is stamped with ``now``, or
+    with ``clock()`` read after the checks, when it commits."""
     article = governance.get_article(session, article_id=article_id)
     team = require_article(session, actor, "approve", article_id=article_id)
     number = version if version is not None else article.latest_version
@@ -93,7 +96,7 @@ def approve(
     new_owner = str(target.meta.get("owner", ""))
     approval = governance.approve(
         session, article_id=article_id, version=number, approver=actor.id, note=note,
-        allow_self=True, forced=bool(findings), now=now,
+        allow_self=True, forced=bool(findings), now=now or (clock() if clock else None),
         details={"findings": findings, "governing_team": team,
                  **({"owner_change": {"from": team, "to": new_owner}}
                     if new_owner and new_owner != team else {})})

@@ -102,7 +102,7 @@ async def approve(article_id: str, number: int, body: ApproveBody, caller: Appro
     outcome = await run_in_threadpool(
         workflows.approve, session, actor=caller, article_id=article_id, version=number,
         note=body.note, force=body.force, allow_self=assistant.settings.allow_self_approval,
-        checks=approval_checks(assistant), now=clock())
+        checks=approval_checks(assistant), clock=clock)
     await run_in_threadpool(_follow, request)
     a = outcome.approval
     return {"article_id": article_id, "version": number, "approver": a.approver,
