@@ -212,7 +212,7 @@ def test_cli_changes_reach_a_running_server_within_two_seconds(world: dict[str, 
         out = json.loads(w["kb"]("approve", "stream-limits", "--as", "lead", "--json"))
         approved_at = datetime.fromisoformat(out["at"])
         version = out["version"]
-        _, seen = _poll_until(
+        _poll_until(
             w, done=lambda a, v=version: a[:2] == ("stream-limits", v),
             allowed=lambda a, v=version: a[:2] == ("stream-limits", v - 1))
         lags.append((datetime.now(approved_at.tzinfo) - approved_at).total_seconds())
