@@ -496,7 +496,8 @@ def demo(ctx: typer.Context) -> None:
     out.rule("7. an Acme agent asks (approved text only, verbatim, with citations)")
     for question in DEMO_QUESTIONS:
         out.print(f"\n[bold]> {question}[/bold]")
-        cli_assist.print_answer(c, question, audience="vendor:acme", top_k=1)
+        cli_assist.print_answer(c, question, audience="vendor:acme", top_k=1,
+                                caller="acme-agent")
     out.print("\nNext: `kb history ID`, `kb stale --owner TEAM`, edit a file in content/ and "
               "run `kb sync --as billing-owner`, then `kb approve ID --as risk-approver`.")
 

@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from api.cli_common import AsUser, Ctx, JsonOpt, err, fail, get_ctx, out, print_json
-from kb.errors import CanonError, IndexBusy
+from kb.errors import CanonError, Forbidden, IndexBusy
 
 index_app = typer.Typer(no_args_is_help=True, help="The search index of approved text.")
 audit_app = typer.Typer(no_args_is_help=True, help="The audit log of answers.")
@@ -85,16 +85,26 @@ def index_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def ask(
     ctx: typer.Context,
     question: str,
-    audience: Annotated[str, typer.Option("--audience", help="internal | vendors | vendor:<name>")] = "internal",
+    audience: Annotated[str | None, typer.Option("--audience", help="Staff may preview as internal | vendors | vendor:<name> (default: the user's own).")] = None,
     locale: Annotated[str | None, typer.Option("--locale")] = None,
     top_k: Annotated[int | None, typer.Option("--top-k")] = None,
-    caller: Annotated[str, typer.Option("--as", help="Who is asking (audit log).")] = "cli",
+    user: AsUser = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Ask a question exactly as /v1/assist would answer it."""
+    """Ask a question exactly as /v1/assist would answer it (logged as the user)."""
+    from kb.permissions import AGENT
+
     c = get_ctx(ctx)
-    print_answer(c, question, audience=audience, locale=locale, top_k=top_k, caller=caller,
-                 as_json=as_json)
+    with c.session() as session:
+        try:
+            actor = c.actor(session, user, "ask")
+            if audience is not None and actor.role == AGENT and audience != actor.audience:
+                raise Forbidden(f"{actor.id} is an agent for {actor.audience} and may not ask "
+                                f"as {audience}; only staff preview other audiences")
+        except CanonError as exc:
+            fail(exc)
+    print_answer(c, question, audience=audience or actor.audience, locale=locale, top_k=top_k,
+                 caller=actor.id, as_json=as_json)
 
 
 def print_answer(c: Ctx, question: str, *, audience: str, locale: str | None = None,

@@ -223,3 +223,11 @@ def test_db_upgrade_command(kb, settings: Settings) -> None:  # type: ignore[no-
             "audit_event", "query_log", "flag", "governance_clock", "eval_run",
             "health_snapshot", "user", "api_token", "alembic_version"} <= tables
     engine.dispose()
+
+
+def test_ask_is_logged_as_an_existing_user_within_their_audience(kb) -> None:  # type: ignore[no-untyped-def]
+    _team(kb)
+    kb("users", "add", "agent7", "--role", "agent", "--audience", "vendor:acme", "--as", "admin")
+    assert "no user 'ghost'" in kb("ask", "refund?", "--as", "ghost", code=7)
+    assert "may not ask as internal" in kb("ask", "refund?", "--as", "agent7", "--audience",
+                                           "internal", code=7)
