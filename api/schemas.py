@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -181,3 +181,242 @@ class KnowledgeHealthOut(BaseModel):
     flags: FlagStatsOut
     approval_lag_hours: float | None
     duplicates: list[DuplicateOut]
+
+
+# --- errors (the bodies built in api/errors.py and by FastAPI; declared in `responses=`) ---
+
+
+class ErrorOut(BaseModel):
+    """A request the domain refused (``api/errors.py``): a stable code and a sentence that
+    says what happened and what to do."""
+
+    error: str = Field(description="A stable code: `article_not_found`, `version_not_found`, "
+                                   "`flag_not_found`, `forbidden`, `conflict`, "
+                                   "`not_approved`, `invalid_input`...")
+    detail: str
+
+
+class AuthErrorOut(BaseModel):
+    """Refused before the route runs: no, an invalid, expired or revoked API token (401), or
+    a role that may not perform the action (403)."""
+
+    detail: str
+
+
+class ValidationIssueOut(BaseModel):
+    """One problem with the request (FastAPI's validation error item)."""
+
+    model_config = ConfigDict(extra="allow")  # input, ctx, url
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class RequestInvalidOut(BaseModel):
+    """The request did not match the declared parameters or body (FastAPI's 422 body)."""
+
+    detail: list[ValidationIssueOut]
+
+
+# --- owners' and approvers' routes (api/routes/owners.py) ----------------------------------
+# Dates are ISO 8601 strings, as the domain formats them.
+
+
+class FindingOut(BaseModel):
+    """What approving a version would change in served answers (``assist/conflicts.py``).
+    Open: a check may add keys, and none is dropped."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str = Field(description="`conflict`, `expectation_broken` or `stops_answering`.")
+    question: str = Field(description="The probe or suite question; for a conflict, where "
+                                      "the statements are.")
+    other_article: str | None
+    new_text: str | None
+    other_text: str | None
+    message: str
+    case_id: str | None = Field(default=None,
+                                description="`expectation_broken`: the suite case.")
+
+
+class ApprovalBlockedOut(ErrorOut):
+    """409 from approve: the findings block the approval unless forced with a note."""
+
+    error: Literal["approval_blocked"]
+    findings: list[FindingOut]
+
+
+class QueueStaleOut(BaseModel):
+    kind: Literal["stale"]
+    article_id: str
+    title: str
+    owner: str
+    risk: str
+    due_at: str
+    age_days: float = Field(description="Days past the review due date.")
+    withheld: bool = Field(description="High risk: not served until reviewed.")
+
+
+class QueueFlagSpanOut(BaseModel):
+    start: int | None
+    end: int | None
+    text: str | None
+
+
+class QueueFlagOut(BaseModel):
+    kind: Literal["flag"]
+    flag_id: int
+    article_id: str | None
+    version: int | None
+    owner: str
+    reason: str
+    comment: str
+    query_id: str
+    question: str
+    span: QueueFlagSpanOut
+    created_at: str
+    age_days: float
+
+
+class QueuePendingOut(BaseModel):
+    kind: Literal["pending"]
+    article_id: str
+    title: str
+    owner: str
+    version: int
+    author: str
+    created_at: str
+    age_days: float
+
+
+class QueueGapOut(BaseModel):
+    kind: Literal["gap"]
+    question: str
+    team: str
+    count: int
+    first_at: str
+    last_at: str
+    examples: list[str]
+    age_days: float
+
+
+class QueueDueSoonOut(BaseModel):
+    kind: Literal["due_soon"]
+    article_id: str
+    title: str
+    owner: str
+    risk: str
+    due_at: str
+    age_days: float
+
+
+QueueItemOut = Annotated[
+    QueueStaleOut | QueueFlagOut | QueuePendingOut | QueueGapOut | QueueDueSoonOut,
+    Field(discriminator="kind"),
+]
+
+
+class ReviewQueueOut(BaseModel):
+    teams: list[str] | Literal["all"] = Field(description="The caller's teams (`all`: admin).")
+    counts: dict[str, int] = Field(description="Items per kind.")
+    items: list[QueueItemOut] = Field(description="Most urgent first (see `kb/queue.py`).")
+
+
+class ArticleStatusOut(BaseModel):
+    """An article's governance state (``kb.governance.ArticleStatus``)."""
+
+    id: str
+    title: str
+    owner: str
+    risk: str
+    locale: str
+    state: str = Field(description="draft | pending | approved | approved+pending | retired")
+    latest_version: int
+    served_version: int | None
+    pending_version: int | None
+    removed_from_source: bool
+    source_path: str | None
+    last_verified: str | None
+    due_at: str | None
+    stale: bool
+
+
+class VersionApprovalOut(BaseModel):
+    approver: str
+    at: str
+    note: str
+    forced: bool
+
+
+class VersionOut(BaseModel):
+    number: int
+    content_sha256: str
+    author: str
+    created_at: str
+    draft: bool
+    approval: VersionApprovalOut | None
+
+
+class VersionReviewOut(BaseModel):
+    version: int
+    reviewer: str
+    at: str
+    outcome: str
+    note: str
+
+
+class VersionRetirementOut(BaseModel):
+    up_to_version: int
+    by: str
+    at: str
+    note: str
+
+
+class ArticleHistoryOut(BaseModel):
+    """Every version with author, approval, reviews and retirements."""
+
+    id: str
+    title: str
+    owner: str
+    served_version: int | None
+    removed_from_source: str | None = Field(description="When the file was removed, if it was.")
+    versions: list[VersionOut]
+    reviews: list[VersionReviewOut]
+    retirements: list[VersionRetirementOut]
+
+
+class DiffOut(BaseModel):
+    article_id: str
+    from_: int = Field(alias="from")
+    to: int
+    diff: str = Field(description="Unified diff (empty when the versions are identical).")
+
+
+class ApprovedOut(BaseModel):
+    article_id: str
+    version: int
+    approver: str
+    at: str
+    forced: bool = Field(description="Approved over findings (with a note).")
+    findings: list[FindingOut]
+
+
+class ReviewedOut(BaseModel):
+    article_id: str
+    version: int = Field(description="The served version that was reviewed.")
+    outcome: str
+    at: str
+
+
+class RetiredOut(BaseModel):
+    article_id: str
+    up_to_version: int
+    at: str
+
+
+class FlagResolvedOut(BaseModel):
+    flag_id: int
+    status: str
+    resolution: str
+    resolved_by: str

@@ -22,10 +22,47 @@ from api.deps import (
     SessionDep,
     StaffCaller,
 )
+from api.schemas import (
+    ApprovalBlockedOut,
+    ApprovedOut,
+    ArticleHistoryOut,
+    ArticleStatusOut,
+    AuthErrorOut,
+    DiffOut,
+    ErrorOut,
+    FlagResolvedOut,
+    RequestInvalidOut,
+    RetiredOut,
+    ReviewedOut,
+    ReviewQueueOut,
+)
 from kb import governance, workflows
 from kb.queue import review_queue
 
 router = APIRouter(prefix="/v1", tags=["owners"])
+
+# The error responses each route declares. 401 and a role's 403 come from api/auth.py
+# (`{"detail": ...}`); the domain's refusals from api/errors.py (`{"error", "detail"}`).
+_Responses = dict[int | str, dict[str, Any]]
+_UNAUTHENTICATED: _Responses = {
+    401: {"model": AuthErrorOut,
+          "description": "No API token, or an invalid, expired or revoked one."}}
+_ROLE: _Responses = {
+    **_UNAUTHENTICATED,
+    403: {"model": AuthErrorOut, "description": "The caller's role may not do this."}}
+
+
+def _refused(*, forbidden: str, not_found: str | None = None,
+             conflict: str | None = None) -> _Responses:
+    """401, 403 (a role from api/auth.py; a team or the four-eyes rule from the domain),
+    and the domain's 404 and 409 when the route can give them."""
+    out: _Responses = {**_UNAUTHENTICATED,
+                       403: {"model": AuthErrorOut | ErrorOut, "description": forbidden}}
+    if not_found:
+        out[404] = {"model": ErrorOut, "description": not_found}
+    if conflict:
+        out[409] = {"model": ErrorOut, "description": conflict}
+    return out
 
 
 class ApproveBody(BaseModel):
@@ -52,36 +89,42 @@ def _teams(caller: Caller) -> list[str] | None:
     return None if caller.is_admin else list(caller.teams)
 
 
-@router.get("/review-queue")
-def queue(caller: QueueCaller, session: SessionDep, clock: ClockDep) -> dict[str, Any]:
+@router.get("/review-queue", response_model=ReviewQueueOut, responses=_ROLE)
+def queue(caller: QueueCaller, session: SessionDep, clock: ClockDep) -> ReviewQueueOut:
     """Stale and due-soon articles, pending versions, open flags and content gaps for the
     caller's teams, most urgent first."""
     items = review_queue(session, teams=_teams(caller), now=clock())
     counts: dict[str, int] = {}
     for item in items:
         counts[item["kind"]] = counts.get(item["kind"], 0) + 1
-    return {"teams": _teams(caller) or "all", "counts": counts, "items": items}
+    return ReviewQueueOut.model_validate(
+        {"teams": _teams(caller) or "all", "counts": counts, "items": items})
 
 
-@router.get("/articles")
+@router.get("/articles", response_model=list[ArticleStatusOut], responses=_ROLE)
 def list_articles(caller: StaffCaller, session: SessionDep,
-                  clock: ClockDep) -> list[dict[str, Any]]:
+                  clock: ClockDep) -> list[ArticleStatusOut]:
     """Every article with its governance state."""
-    return [s.as_dict() for s in governance.statuses(session, now=clock())]
+    return [ArticleStatusOut.model_validate(s.as_dict())
+            for s in governance.statuses(session, now=clock())]
 
 
-@router.get("/articles/{article_id}/versions")
-def versions(article_id: str, caller: StaffCaller, session: SessionDep) -> dict[str, Any]:
+@router.get("/articles/{article_id}/versions", response_model=ArticleHistoryOut,
+            responses={**_ROLE, 404: {"model": ErrorOut, "description": "No such article."}})
+def versions(article_id: str, caller: StaffCaller, session: SessionDep) -> ArticleHistoryOut:
     """Every version with author, approval, reviews and retirements."""
-    return governance.history(session, article_id=article_id)
+    return ArticleHistoryOut.model_validate(governance.history(session, article_id=article_id))
 
 
-@router.get("/articles/{article_id}/diff")
+@router.get("/articles/{article_id}/diff", response_model=DiffOut,
+            responses={**_ROLE, 404: {"model": ErrorOut,
+                                        "description": "No such article or version."}})
 def diff(article_id: str, caller: StaffCaller, session: SessionDep,
-         from_: int = Query(alias="from", ge=1), to: int = Query(ge=1)) -> dict[str, Any]:
+         from_: int = Query(alias="from", ge=1), to: int = Query(ge=1)) -> DiffOut:
     """Unified diff between two versions."""
-    return {"article_id": article_id, "from": from_, "to": to,
-            "diff": governance.diff(session, article_id=article_id, a=from_, b=to)}
+    return DiffOut.model_validate(
+        {"article_id": article_id, "from": from_, "to": to,
+         "diff": governance.diff(session, article_id=article_id, a=from_, b=to)})
 
 
 def _follow(request: Request) -> None:
@@ -91,10 +134,25 @@ def _follow(request: Request) -> None:
         follower.step(force=True)
 
 
-@router.post("/articles/{article_id}/versions/{number}/approve")
+_APPROVE_REFUSED: _Responses = {
+    **_refused(forbidden="The role or team may not approve this article, or the caller "
+                         "authored the version (four-eyes rule).",
+               not_found="No such article or version."),
+    409: {"model": ApprovalBlockedOut | ErrorOut,
+          "description": "The version is superseded, a draft or already approved "
+                         "(`conflict`), or findings block it (`approval_blocked`, with "
+                         "`findings`) unless forced with a note."},
+    422: {"model": RequestInvalidOut | ErrorOut,
+          "description": "An invalid body, or `force` without a note (`invalid_input`)."},
+}
+
+
+# response_model_exclude_unset: a finding is sent with exactly the keys its check gave.
+@router.post("/articles/{article_id}/versions/{number}/approve", response_model=ApprovedOut,
+             response_model_exclude_unset=True, responses=_APPROVE_REFUSED)
 async def approve(article_id: str, number: int, body: ApproveBody, caller: ApproverCaller,
                   session: SessionDep, assistant: AssistDep, clock: ClockDep,
-                  request: Request) -> dict[str, Any]:
+                  request: Request) -> ApprovedOut:
     """Approve a pending version. 403 for a role or team that may not approve it or for the
     version's own author (four-eyes); 409 for a superseded, draft or already approved
     version, or for findings (conflicting statements, suite expectations that would break,
@@ -105,35 +163,48 @@ async def approve(article_id: str, number: int, body: ApproveBody, caller: Appro
         checks=approval_checks(assistant), clock=clock)
     await run_in_threadpool(_follow, request)
     a = outcome.approval
-    return {"article_id": article_id, "version": number, "approver": a.approver,
-            "at": a.at.isoformat(), "forced": a.forced, "findings": outcome.findings}
+    return ApprovedOut.model_validate(
+        {"article_id": article_id, "version": number, "approver": a.approver,
+         "at": a.at.isoformat(), "forced": a.forced, "findings": outcome.findings})
 
 
-@router.post("/articles/{article_id}/review")
+@router.post("/articles/{article_id}/review", response_model=ReviewedOut,
+             responses=_refused(
+                 forbidden="The role or team may not review this article.",
+                 not_found="No such article.",
+                 conflict="The article has no approved version to review (`not_approved`)."))
 def review(article_id: str, body: ReviewBody, caller: ReviewCaller, session: SessionDep,
-           clock: ClockDep) -> dict[str, Any]:
+           clock: ClockDep) -> ReviewedOut:
     """Record a re-verification of the served version (restarts the review clock)."""
     r = workflows.review(session, actor=caller, article_id=article_id, outcome=body.outcome,
                          note=body.note, now=clock())
-    return {"article_id": article_id, "version": r.version_number, "outcome": r.outcome,
-            "at": r.at.isoformat()}
+    return ReviewedOut(article_id=article_id, version=r.version_number, outcome=r.outcome,
+                       at=r.at.isoformat())
 
 
-@router.post("/articles/{article_id}/retire")
+@router.post("/articles/{article_id}/retire", response_model=RetiredOut,
+             responses=_refused(forbidden="The role or team may not retire this article.",
+                                not_found="No such article.",
+                                conflict="The article is already retired."))
 async def retire(article_id: str, body: RetireBody, caller: RetireCaller, session: SessionDep,
-                 clock: ClockDep, request: Request) -> dict[str, Any]:
+                 clock: ClockDep, request: Request) -> RetiredOut:
     """Stop serving the article."""
     r = workflows.retire(session, actor=caller, article_id=article_id, note=body.note,
                          now=clock())
     await run_in_threadpool(_follow, request)
-    return {"article_id": article_id, "up_to_version": r.up_to_version, "at": r.at.isoformat()}
+    return RetiredOut(article_id=article_id, up_to_version=r.up_to_version,
+                      at=r.at.isoformat())
 
 
-@router.post("/flags/{flag_id}/resolve")
+@router.post("/flags/{flag_id}/resolve", response_model=FlagResolvedOut,
+             responses=_refused(
+                 forbidden="The role may not resolve flags, or the flag is another team's.",
+                 not_found="No such flag.", conflict="The flag is already resolved."))
 def resolve(flag_id: int, body: ResolveBody, caller: ResolveCaller, session: SessionDep,
-            clock: ClockDep) -> dict[str, Any]:
+            clock: ClockDep) -> FlagResolvedOut:
     """Close an agent's flag with a resolution."""
     f = workflows.resolve_flag(session, actor=caller, flag_id=flag_id,
                                resolution=body.resolution, note=body.note, now=clock())
-    return {"flag_id": f.id, "status": f.status, "resolution": f.resolution,
-            "resolved_by": f.resolved_by}
+    return FlagResolvedOut.model_validate(
+        {"flag_id": f.id, "status": f.status, "resolution": f.resolution,
+         "resolved_by": f.resolved_by})
