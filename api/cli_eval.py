@@ -252,7 +252,7 @@ def health(ctx: typer.Context, as_json: JsonOpt = False,
 
     c = get_ctx(ctx)
     with Session(c.engine) as s:
-        data = knowledge_health(s)
+        data = knowledge_health(s, now=c.clock())
         if save:
             save_snapshot(s, data)
     if as_json:
@@ -294,6 +294,6 @@ def report(ctx: typer.Context,
     with Session(c.engine) as s:
         runs = s.exec(select(EvalRun).order_by(col(EvalRun.at))).all()
         snaps = s.exec(select(HealthSnapshot).order_by(col(HealthSnapshot.at))).all()
-        data = knowledge_health(s)
+        data = knowledge_health(s, now=c.clock())
     for path in write_report(out_dir, runs, snaps, data):
         out.print(f"wrote {path}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AnyCaller, AssistDep, LimiterDep, SessionDep, SettingsDep
+from api.deps import AnyCaller, AssistDep, ClockDep, LimiterDep, SessionDep, SettingsDep
 from api.schemas import AssistRequest, AssistResponse, FeedbackRequest, FeedbackResponse
 from assist.answer import Question
 from kb import audit, flags
@@ -28,14 +28,14 @@ async def assist(body: AssistRequest, caller: AnyCaller, assistant: AssistDep,
 
 @router.post("/{query_id}/feedback", response_model=FeedbackResponse)
 def feedback(query_id: str, body: FeedbackRequest, caller: AnyCaller,
-             session: SessionDep, settings: SettingsDep) -> FeedbackResponse:
+             session: SessionDep, settings: SettingsDep, clock: ClockDep) -> FeedbackResponse:
     """Flag an answer: the flag lands on the cited version's owner's desk."""
     entry = audit.get_query(session, query_id=query_id)
     if entry.audience != caller.audience:
         raise Forbidden("this query was asked by another audience; flag your own answers")
     if body.helpful:
         audit.record(session, actor=caller.id, action="feedback_helpful",
-                     details={"query_id": query_id})
+                     details={"query_id": query_id}, at=clock())
         session.commit()
         return FeedbackResponse(query_id=query_id, flag_id=None, owner=None, status="recorded")
     if body.reason is None:
@@ -43,6 +43,7 @@ def feedback(query_id: str, body: FeedbackRequest, caller: AnyCaller,
                            "outdated, unclear, missing")
     flag = flags.create_flag(session, query=entry, by=caller.id, reason=body.reason,
                              comment=body.comment or "", passage=body.passage,
-                             default_owner=settings.answer.default_escalation_team)
+                             default_owner=settings.answer.default_escalation_team,
+                             now=clock())
     return FeedbackResponse(query_id=query_id, flag_id=flag.id, owner=flag.owner,
                             status="flagged")

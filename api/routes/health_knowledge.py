@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import InsightCaller, SessionDep
+from api.deps import ClockDep, InsightCaller, SessionDep
 from api.schemas import KnowledgeHealthOut
 from evals.health import knowledge_health
 
@@ -12,6 +12,7 @@ router = APIRouter(prefix="/v1/health", tags=["health"])
 
 
 @router.get("/knowledge", response_model=KnowledgeHealthOut)
-def knowledge(caller: InsightCaller, session: SessionDep) -> KnowledgeHealthOut:
+def knowledge(caller: InsightCaller, session: SessionDep,
+              clock: ClockDep) -> KnowledgeHealthOut:
     """Freshness, ownership, usage, outcomes, flags, approval lag and duplicates."""
-    return KnowledgeHealthOut.model_validate(knowledge_health(session))
+    return KnowledgeHealthOut.model_validate(knowledge_health(session, now=clock()))
