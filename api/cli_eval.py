@@ -22,8 +22,17 @@ eval_app = typer.Typer(no_args_is_help=True, help="Answer-accuracy suites and re
 
 METRIC_ORDER = ["cases", "hit@1", "hit@3", "hit@5", "mrr@10", "section_hit@1",
                 "contains_accuracy", "abstention_precision", "abstention_recall",
-                "abstention_f1", "wrong_answer_rate", "consistency", "verbatim",
-                "latency_p50_ms", "latency_p95_ms"]
+                "abstention_f1", "false_abstention", "wrong_answer_rate", "consistency",
+                "verbatim", "latency_p50_ms", "latency_p95_ms"]
+
+
+META_SHOWN = 400  # characters of a case's meta shown in text output (--json has all of it)
+
+
+def _meta(meta: dict[str, Any] | None) -> str:
+    """A case's meta as one line of compact JSON, cut at META_SHOWN characters."""
+    text = json.dumps(meta or {}, ensure_ascii=False, separators=(",", ":"), default=str)
+    return text if len(text) <= META_SHOWN else text[:META_SHOWN - 1] + "…"
 
 
 def _fmt(v: Any) -> str:
@@ -64,7 +73,7 @@ def _known_articles(engine: Engine) -> set[str]:
 
 def run(
     ctx: typer.Context,
-    suite: Annotated[str, typer.Argument(help="Suite name in evals/suites (e.g. demo) or a path")],
+    suite: Annotated[str, typer.Argument(help="Suite name in evals/suites (e.g. demo) or a path to a .yaml/.yml/.jsonl suite file")],
     content: Annotated[Path | None, typer.Option("--content", help="Run on this folder of articles in a scratch workspace (bootstrapped and indexed) instead of the configured database.")] = None,
     as_audience: Annotated[str, typer.Option("--as-audience", help="Audience for cases that name none.")] = "internal",
     url: Annotated[str | None, typer.Option("--url", help="Ask a running server instead of in process (cases run as --token's caller).")] = None,
@@ -179,6 +188,8 @@ def compare(ctx: typer.Context, run_a: str, run_b: str, as_json: JsonOpt = False
         mark = ("[green]fixed[/green]" if f["is_correct"] and not f["was_correct"] else
                 "[red]broke[/red]" if f["was_correct"] and not f["is_correct"] else "changed")
         out.print(f"{mark} {f['case_id']}: {f['before']} -> {f['after']}")
+        if f.get("meta"):
+            out.print(f"  meta: {_meta(f['meta'])}", markup=False, highlight=False)
     out.print(f"{len(cmp.flipped)} cases flipped")
 
 
@@ -197,18 +208,20 @@ def list_(ctx: typer.Context, suite: Annotated[str | None, typer.Option("--suite
                      "metrics": r.metrics} for r in rows])
         return
     for r in rows:
-        out.print(f"{r.id}  {r.at:%Y-%m-%d %H:%M}  {r.suite:<12} hit@1 "
-                  f"{_fmt(r.metrics.get('hit@1'))}  {r.label}")
+        m = r.metrics
+        out.print(f"{r.id}  {r.at:%Y-%m-%d %H:%M}  {r.suite:<12} hit@1 {_fmt(m.get('hit@1'))}  "
+                  f"hit@5 {_fmt(m.get('hit@5'))}  mrr@10 {_fmt(m.get('mrr@10'))}  "
+                  f"section_hit@1 {_fmt(m.get('section_hit@1'))}  {r.label}")
 
 
 def bench(
     ctx: typer.Context,
-    suite: Annotated[str, typer.Argument(help="Suite name or path")] = "demo",
+    suite: Annotated[str, typer.Argument(help="Suite name in evals/suites (e.g. demo) or a path to a .yaml/.yml/.jsonl suite file")] = "demo",
     content: Annotated[Path | None, typer.Option("--content", help="Folder of articles (default: KB_CONTENT_DIR)")] = None,
     as_audience: Annotated[str, typer.Option("--as-audience")] = "internal",
     as_json: JsonOpt = False,
 ) -> None:
-    """Canon vs BM25 alone, dense alone and llama-index defaults, on the same content."""
+    """Canon vs BM25 alone, dense alone, RRF and llama-index defaults, on the same content."""
     from evals.baselines import run_bench
 
     c = get_ctx(ctx)

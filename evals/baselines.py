@@ -2,6 +2,7 @@
 
 - ``bm25``: Canon's pipeline with only the lexical retriever;
 - ``dense``: Canon's pipeline with only the dense retriever;
+- ``rrf``: Canon's pipeline with reciprocal rank fusion of the two retrievers;
 - ``llama-index``: llama-index defaults — ``VectorStoreIndex`` over whole served documents
   with the default splitter and the same embedding model, top-10 nodes, no guardrails. The
   default splitter (1,024 tokens) keeps most articles as one node starting at the front
@@ -21,7 +22,7 @@ from sqlmodel import Session, select
 from assist.answer import Assistant
 from assist.index import visible
 from evals.metrics import CaseResult, summarize
-from evals.runner import VerbatimChecker, in_process, run_suite
+from evals.runner import VerbatimChecker, expectation, in_process, run_suite
 from evals.suites import Suite, load_suite
 from evals.workspace import Workspace, scratch_workspace
 from kb.articles import parse_article
@@ -82,12 +83,9 @@ def llama_index_results(ws: Workspace, suite: Suite, default_audience: str,
             if j == 0 and start is not None:
                 top_section = next((h for s0, e0, h in reversed(secs) if s0 <= start), None)
         results.append(CaseResult(
-            case_id=case.id, answerable=case.answerable,
-            status="answered" if nodes else "no_answer", ranked_articles=ranked,
-            top_section=top_section, expected_articles=case.articles,
-            expected_section=case.section, contains=case.contains,
-            served_text="\n".join(texts[:3]), group=case.group, verbatim_ok=ok,
-            latency_ms=latency))
+            **expectation(case), status="answered" if nodes else "no_answer",
+            ranked_articles=ranked, top_section=top_section,
+            served_text="\n".join(texts[:3]), verbatim_ok=ok, latency_ms=latency))
         if progress:
             progress(i, len(suite.cases))
     return results
@@ -95,7 +93,7 @@ def llama_index_results(ws: Workspace, suite: Suite, default_audience: str,
 
 def run_bench(*, suite_path: Path, content: Path, settings: Settings, default_audience: str,
               progress: ProgressFactory) -> dict[str, dict[str, Any]]:
-    """Metrics per system: canon, bm25, dense, llama-index."""
+    """Metrics per system: canon, bm25, dense, rrf, llama-index."""
     columns: dict[str, dict[str, Any]] = {}
     with scratch_workspace(content, settings) as ws:
         with Session(ws.engine) as s:
@@ -105,7 +103,7 @@ def run_bench(*, suite_path: Path, content: Path, settings: Settings, default_au
         suite = load_suite(suite_path, known_articles=known)
         checker = VerbatimChecker(ws.engine)
         for name, assistant in (("canon", ws.assistant), ("bm25", _variant(ws, "lexical")),
-                                ("dense", _variant(ws, "dense"))):
+                                ("dense", _variant(ws, "dense")), ("rrf", _variant(ws, "rrf"))):
             with progress(name) as update:
                 runs = run_suite(suite, ask=in_process(assistant), checker=checker,
                                  default_audience=default_audience, progress=update)

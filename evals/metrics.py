@@ -8,9 +8,9 @@ abstentions.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -36,6 +36,12 @@ class CaseResult:
     group: str | None
     verbatim_ok: bool  # every served passage equals its stored slice
     latency_ms: float
+    # Every heading accepted as the right section of an expected article (expect.section and
+    # expect.sections); runs stored before this field existed have only expected_section.
+    expected_sections: tuple[str, ...] = ()
+    # (article id, heading) pairs accepted as the right section (meta.gold_sections).
+    gold_sections: tuple[tuple[str, str], ...] = ()
+    meta: Mapping[str, Any] = field(default_factory=dict, hash=False)  # shown, never scored
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -105,20 +111,31 @@ def mrr_at_k(results: Sequence[CaseResult], k: int = 10) -> float | None:
     return sum(1 / rank for rank in ranks if rank is not None) / len(cases)
 
 
-def section_hit_at_1(results: Sequence[CaseResult]) -> float | None:
-    """Share of answerable cases that name an expected section where the case was answered,
-    the top passage's article is expected, and ``top_section`` equals ``expected_section``
-    (compared stripped and case-insensitively). ``None`` when no case names a section.
+def _names_a_section(r: CaseResult) -> bool:
+    return r.expected_section is not None or bool(r.expected_sections or r.gold_sections)
+
+
+def section_hit(r: CaseResult) -> bool:
+    """Whether the case was answered and its top passage is in a right section: a heading of
+    ``expected_section`` / ``expected_sections`` in an expected article, or one of the
+    ``gold_sections`` (article, heading) pairs. Headings compare stripped and case-insensitively.
     """
-    cases = [r for r in results if r.answerable and r.expected_section is not None]
-    hits = sum(
-        r.answered
-        and r.top_article in r.expected_articles
-        and r.top_section is not None
-        and _norm(r.top_section) == _norm(r.expected_section)
-        for r in cases
-    )
-    return _share(hits, len(cases))
+    if not r.answered or r.top_section is None or r.top_article is None:
+        return False
+    top = _norm(r.top_section)
+    headings = {_norm(h) for h in (r.expected_section, *r.expected_sections) if h is not None}
+    if r.top_article in r.expected_articles and top in headings:
+        return True
+    return (r.top_article, top) in {(a, _norm(h)) for a, h in r.gold_sections}
+
+
+def section_hit_at_1(results: Sequence[CaseResult]) -> float | None:
+    """Share of answerable cases that name a right section (``expected_section``,
+    ``expected_sections`` or ``gold_sections``) whose top passage is in any of them (see
+    :func:`section_hit`). ``None`` when no case names a section.
+    """
+    cases = [r for r in results if r.answerable and _names_a_section(r)]
+    return _share(sum(section_hit(r) for r in cases), len(cases))
 
 
 def contains_accuracy(results: Sequence[CaseResult]) -> float | None:
@@ -154,6 +171,13 @@ def abstention(results: Sequence[CaseResult]) -> dict[str, float | None]:
     else:
         f1 = 2 * precision * recall / (precision + recall)
     return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def false_abstention(results: Sequence[CaseResult]) -> float | None:
+    """Share of answerable cases that were not answered (escalated or no answer): abstaining
+    when the KB has the answer. ``None`` when no case is answerable."""
+    cases = [r for r in results if r.answerable]
+    return _share(sum(not r.answered for r in cases), len(cases))
 
 
 def wrong_answer_rate(results: Sequence[CaseResult]) -> float | None:
@@ -209,6 +233,7 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, float | None]:
         "abstention_precision": abst["precision"],
         "abstention_recall": abst["recall"],
         "abstention_f1": abst["f1"],
+        "false_abstention": false_abstention(results),
         "wrong_answer_rate": wrong_answer_rate(results),
         "consistency": consistency(results),
         "verbatim": verbatim_rate(results),

@@ -10,7 +10,8 @@ from typing import Any
 
 from kb.models import EvalRun, HealthSnapshot
 
-KEY_METRICS = ["hit@1", "section_hit@1", "abstention_f1", "wrong_answer_rate", "verbatim"]
+KEY_METRICS = ["hit@1", "hit@5", "mrr@10", "section_hit@1", "abstention_f1",
+               "false_abstention", "wrong_answer_rate", "verbatim"]
 CSS = """body{font-family:system-ui,sans-serif;max-width:960px;margin:2rem auto;color:#222}
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:4px 8px;
 text-align:right}th:first-child,td:first-child{text-align:left}h2{margin-top:2rem}

@@ -100,15 +100,22 @@ class VerbatimChecker:
         return True
 
 
+def expectation(case: Case) -> dict[str, Any]:
+    """The :class:`CaseResult` fields that come from the case (what it expects, its group and
+    meta), for every system judged on the suite."""
+    return {"case_id": case.id, "answerable": case.answerable,
+            "expected_articles": case.articles, "expected_section": case.section,
+            "expected_sections": case.sections, "gold_sections": case.gold_sections,
+            "contains": case.contains, "group": case.group, "meta": dict(case.meta)}
+
+
 def case_result(case: Case, data: dict[str, Any], verbatim_ok: bool) -> CaseResult:
     passages = data.get("passages", [])
     top_section = passages[0]["citation"]["section"][-1] if passages else None
     return CaseResult(
-        case_id=case.id, answerable=case.answerable, status=data["status"],
+        **expectation(case), status=data["status"],
         ranked_articles=tuple(p["citation"]["article_id"] for p in passages),
-        top_section=top_section, expected_articles=case.articles,
-        expected_section=case.section, contains=case.contains,
-        served_text="\n".join(p["text"] for p in passages), group=case.group,
+        top_section=top_section, served_text="\n".join(p["text"] for p in passages),
         verbatim_ok=verbatim_ok, latency_ms=float(data.get("latency_ms", 0.0)),
     )
 

@@ -69,11 +69,15 @@ def list_runs(session: Session, *, suite: str | None = None, limit: int = 50) ->
 
 
 def results_of(run: EvalRun) -> list[CaseResult]:
+    """The stored cases of a run as :class:`CaseResult` (JSON lists back to tuples; ``meta``
+    stays a mapping; fields missing from older runs take their defaults)."""
     fields = CaseResult.__dataclass_fields__
     out = []
     for c in run.cases:
         kwargs: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
                                   for k, v in c.items() if k in fields}
+        if "gold_sections" in kwargs:
+            kwargs["gold_sections"] = tuple(tuple(pair) for pair in kwargs["gold_sections"])
         out.append(CaseResult(**kwargs))
     return out
 
@@ -109,5 +113,6 @@ def compare(a: EvalRun, b: EvalRun) -> Comparison:
         if ca is None or _outcome(ca) == _outcome(cb):
             continue
         flipped.append({"case_id": cb["case_id"], "before": _outcome(ca), "after": _outcome(cb),
-                        "was_correct": _correct(ca), "is_correct": _correct(cb)})
+                        "was_correct": _correct(ca), "is_correct": _correct(cb),
+                        "meta": cb.get("meta") or ca.get("meta") or {}})
     return Comparison(deltas=dict(sorted(deltas.items())), flipped=flipped)

@@ -2,7 +2,13 @@
 
 ``load_suite`` checks every case and raises :class:`InvalidInput` listing every problem found,
 each with its file, line, case and fix. ``find_suite`` resolves ``demo`` to
-``<suites_dir>/demo.yaml`` (or ``.yml`` / ``.jsonl``).
+``<suites_dir>/demo.yaml`` (or ``.yml`` / ``.jsonl``), or takes a path to a suite file.
+
+A case may carry ``meta``: a free-form mapping of JSON values (its source, ticket, notes...),
+kept on the :class:`Case` and stored with run results, never scored. One convention is read
+from it: ``meta.gold_sections``, a list of ``[article_id, section heading]`` pairs naming every
+right section (as the shared development sets write it); ``section_hit@1`` accepts any of them,
+next to the headings of ``expect.section`` / ``expect.sections``.
 """
 
 from __future__ import annotations
@@ -10,8 +16,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Collection
-from dataclasses import dataclass
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +30,9 @@ from kb.errors import InvalidInput, Problem
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 
 SUFFIXES = (".yaml", ".yml", ".jsonl")
-CASE_KEYS = ("id", "question", "expect", "answerable", "audience", "group", "locale")
-EXPECT_KEYS = ("articles", "section", "contains")
+CASE_KEYS = ("id", "question", "expect", "answerable", "audience", "group", "locale", "meta")
+EXPECT_KEYS = ("articles", "section", "sections", "contains")
+GENERIC_STEMS = frozenset({"suite"})  # <set>/suite.jsonl is named after its folder
 MAX_QUESTION = 2000
 
 
@@ -41,6 +49,16 @@ class Case:
     audience: str | None  # ask as this audience (None: the runner's default)
     group: str | None  # paraphrases of one question share a group
     locale: str | None
+    # Every heading that counts as the right section: expect.section, then expect.sections.
+    sections: tuple[str, ...] = ()
+    # (article id, heading) pairs from meta.gold_sections: the right sections of named articles.
+    gold_sections: tuple[tuple[str, str], ...] = ()
+    # Free-form, JSON-serialisable; kept and shown, never scored (gold_sections aside).
+    meta: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.section is not None and self.section not in self.sections:
+            object.__setattr__(self, "sections", (self.section, *self.sections))
 
 
 @dataclass(frozen=True)
@@ -149,6 +167,65 @@ def _str_tuple(
     return tuple(value)
 
 
+def _json_problem(value: Any, where: str) -> str | None:
+    """Where ``value`` stops being JSON (``None`` when it is JSON all the way down)."""
+    if value is None or isinstance(value, bool | int | str):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where} is {value!r}, not a JSON number"
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if (problem := _json_problem(item, f"{where}[{i}]")) is not None:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} has the key {key!r}, which is not text"
+            if (problem := _json_problem(item, f"{where}.{key}")) is not None:
+                return problem
+        return None
+    return f"{where} is a {type(value).__name__} ({value!r}), not a JSON value"
+
+
+def _meta(value: Any, line: int, where: str, c: _Collector) -> dict[str, Any]:
+    """The case's ``meta`` mapping, or ``{}`` after recording why it cannot be kept."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        c.add(line, where, f"'meta' must be a mapping, got {value!r}",
+              "write 'meta:' followed by indented 'key: value' pairs (JSON: an object), or "
+              "remove the key")
+        return {}
+    problem = _json_problem(value, "meta")
+    if problem is not None:
+        c.add(line, where, f"'meta' must hold only JSON values: {problem}",
+              "use text, numbers, true/false, null, lists and mappings with text keys "
+              "(quote dates and times)")
+        return {}
+    return value
+
+
+def _gold_sections(
+    meta: dict[str, Any], line: int, where: str, c: _Collector
+) -> tuple[tuple[str, str], ...]:
+    """``meta.gold_sections`` as (article id, heading) pairs; ``()`` when absent or invalid."""
+    value = meta.get("gold_sections")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(
+        isinstance(pair, list) and len(pair) == 2
+        and all(isinstance(v, str) and v.strip() for v in pair)
+        for pair in value
+    ):
+        c.add(line, where, "'meta.gold_sections' must be a list of [article_id, section "
+              f"heading] pairs, got {value!r}",
+              "write e.g. 'gold_sections: [[refunds-annual-plans, Eligibility]]', or rename "
+              "the key if it means something else")
+        return ()
+    return tuple((a, h) for a, h in value)
+
+
 def _validate_case(
     raw: _Raw, seen: dict[str, int], known: Collection[str] | None, c: _Collector
 ) -> Case | None:
@@ -207,7 +284,7 @@ def _validate_case(
     if not isinstance(expect, dict):
         c.add(line("expect"), where, f"'expect' must be a mapping, got {expect!r}",
               "write 'expect:' followed by indented 'articles: [...]' (and optionally "
-              "section, contains)")
+              "section, sections, contains)")
         expect = {}
     for key in expect:
         if str(key) not in EXPECT_KEYS:
@@ -218,6 +295,10 @@ def _validate_case(
                           "write the expected article ids as a list, e.g. 'articles: [my-id]'")
     section = _opt_str(expect.get("section"), "expect.section", line("expect"), where, c,
                        "write the heading text of the right section, or remove the key")
+    more_sections = _str_tuple(expect.get("sections"), "expect.sections", line("expect"),
+                               where, c, "write the heading texts of the right sections as a "
+                               "list, e.g. 'sections: [Eligibility, Exceptions]'")
+    sections = tuple(dict.fromkeys(((section,) if section else ()) + more_sections))
     contains = _str_tuple(expect.get("contains"), "expect.contains", line("expect"), where, c,
                           "write the phrases as a list of strings, e.g. 'contains: [\"30 days\"]'")
     # A typo in 'expect' already explains missing articles: report it once.
@@ -244,12 +325,16 @@ def _validate_case(
         c.add(line("locale"), where, f"invalid locale '{locale}'",
               "write a language tag such as en or es-MX")
 
+    meta = _meta(data.get("meta"), line("meta"), where, c)
+    gold_sections = _gold_sections(meta, line("meta"), where, c)
+
     if len(c.problems) > before:
         return None
     assert isinstance(case_id, str) and isinstance(question, str) and answerable is not None
-    return Case(id=case_id, question=question, articles=articles, section=section,
-                contains=contains, answerable=answerable, audience=audience, group=group,
-                locale=locale)
+    return Case(id=case_id, question=question, articles=articles,
+                section=sections[0] if sections else None, contains=contains,
+                answerable=answerable, audience=audience, group=group, locale=locale,
+                sections=sections, gold_sections=gold_sections, meta=meta)
 
 
 def load_suite(path: Path, *, known_articles: Collection[str] | None = None) -> Suite:
@@ -281,8 +366,18 @@ def load_suite(path: Path, *, known_articles: Collection[str] | None = None) -> 
     known = frozenset(known_articles) if known_articles is not None else None
     cases = [_validate_case(raw, seen, known, c) for raw in raws]
     c.raise_if_any()
-    return Suite(name=path.stem, path=path, cases=tuple(x for x in cases if x is not None),
+    return Suite(name=suite_name(path), path=path,
+                 cases=tuple(x for x in cases if x is not None),
                  sha256=hashlib.sha256(data).hexdigest())
+
+
+def suite_name(path: Path) -> str:
+    """The name runs are stored under: the file name without its suffix, or the folder's name
+    for a generic file name (``datasets/mtrag-govt/suite.jsonl`` is ``mtrag-govt``), so two
+    sets laid out alike never share a run history."""
+    if path.stem in GENERIC_STEMS and path.resolve().parent.name:
+        return path.resolve().parent.name
+    return path.stem
 
 
 def available_suites(suites_dir: Path) -> list[str]:

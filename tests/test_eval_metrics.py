@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -13,14 +15,18 @@ from evals.metrics import (
     consistency,
     contains_accuracy,
     distinct,
+    false_abstention,
     hit_at_k,
     latency_percentiles,
     mrr_at_k,
+    section_hit,
     section_hit_at_1,
     summarize,
     verbatim_rate,
     wrong_answer_rate,
 )
+from evals.store import compare, results_of
+from kb.models import EvalRun
 
 
 def res(
@@ -133,6 +139,65 @@ def test_section_hit_at_1_without_sections_is_none() -> None:
     assert section_hit_at_1([unanswerable("1", expected_section="X")]) is None
 
 
+def test_section_hit_at_1_accepts_any_of_the_expected_sections() -> None:
+    # expect.sections: any listed heading counts, in any expected article.
+    sections = ("Eligibility", "Exceptions")
+    results = [
+        res("1", top_section="exceptions ", expected_sections=sections),  # 2nd heading: hit
+        res("2", ranked=("b",), expected=("a", "b"), top_section="Eligibility",
+            expected_sections=sections),  # another expected article: hit
+        res("3", top_section="Fees", expected_sections=sections),  # not listed: miss
+        res("4", ranked=("x",), top_section="Exceptions",
+            expected_sections=sections),  # article not expected: miss
+    ]
+    assert section_hit_at_1(results) == pytest.approx(2 / 4)
+    # expect.section and expect.sections together: either counts.
+    both = res("5", top_section="Fees", expected_section="Eligibility",
+               expected_sections=("Fees",))
+    assert section_hit_at_1([both]) == 1.0
+
+
+def test_section_hit_at_1_accepts_gold_section_pairs_only_in_their_article() -> None:
+    gold = (("a", "Get started"), ("b", "Get your kids moving"))
+    results = [
+        # The first gold section, also expect.section.
+        res("1", ranked=("a",), expected=("a", "b"), top_section="Get started",
+            expected_section="Get started", gold_sections=gold),
+        # The second gold section: only meta.gold_sections names it.
+        res("2", ranked=("b", "a"), expected=("a", "b"), top_section="get your kids moving",
+            expected_section="Get started", gold_sections=gold),
+        # b's gold heading in article a is not a right section.
+        res("3", ranked=("a",), expected=("a", "b"), top_section="Get your kids moving",
+            gold_sections=gold),
+        # A gold pair counts even when its article is not in expect.articles (withheld).
+        res("4", ranked=("c",), expected=("a",), top_section="Intro",
+            gold_sections=(("c", "Intro"),)),
+        # Only gold_sections: the case is eligible; escalated: a miss.
+        res("5", status="escalate", ranked=("a",), top_section="Get started",
+            gold_sections=gold),
+    ]
+    assert [section_hit(r) for r in results] == [True, True, False, True, False]
+    assert section_hit_at_1(results) == pytest.approx(3 / 5)
+    # Without the gold pairs, case 2 scores a miss against expect.section alone.
+    assert section_hit_at_1([res("2", ranked=("b",), expected=("a", "b"),
+                                 top_section="Get your kids moving",
+                                 expected_section="Get started")]) == 0.0
+
+
+def test_false_abstention_over_answerable_cases() -> None:
+    results = [
+        res("1"),  # answered
+        res("2", status="escalate"),  # false abstention
+        res("3", status="no_answer", ranked=()),  # false abstention
+        res("4", ranked=("x",)),  # answered wrongly: not an abstention
+        unanswerable("5"),  # not eligible
+        unanswerable("6", status="answered"),  # not eligible
+    ]
+    assert false_abstention(results) == pytest.approx(2 / 4)
+    assert false_abstention([unanswerable("1")]) is None
+    assert false_abstention([]) is None
+
+
 def test_contains_accuracy_needs_every_phrase_case_insensitively() -> None:
     results = [
         res("1", contains=("30 Days", "refund"), served_text="A REFUND within 30 days."),
@@ -239,8 +304,8 @@ def test_summarize_has_every_key() -> None:
     got = summarize(results)
     assert list(got) == [
         "cases", "hit@1", "hit@3", "hit@5", "mrr@10", "section_hit@1", "contains_accuracy",
-        "abstention_precision", "abstention_recall", "abstention_f1", "wrong_answer_rate",
-        "consistency", "verbatim", "latency_p50_ms", "latency_p95_ms",
+        "abstention_precision", "abstention_recall", "abstention_f1", "false_abstention",
+        "wrong_answer_rate", "consistency", "verbatim", "latency_p50_ms", "latency_p95_ms",
     ]
     assert got["cases"] == 3
     assert got["hit@1"] == 0.5
@@ -250,6 +315,7 @@ def test_summarize_has_every_key() -> None:
     assert got["abstention_precision"] == 1.0
     assert got["abstention_recall"] == 1.0
     assert got["abstention_f1"] == 1.0
+    assert got["false_abstention"] == 0.0
     assert got["wrong_answer_rate"] == pytest.approx(1 / 3)
     assert got["consistency"] == 0.0
     assert got["verbatim"] == 1.0
@@ -261,3 +327,44 @@ def test_summarize_empty_run() -> None:
     assert got["cases"] == 0
     assert got["verbatim"] == 1.0
     assert all(v is None for k, v in got.items() if k not in ("cases", "verbatim"))
+
+
+def stored_run(cases: list[dict[str, Any]], run_id: str = "r1") -> EvalRun:
+    return EvalRun(id=run_id, suite="s", suite_sha256="0" * 64, settings_hash="h",
+                   metrics=summarize(results_of(EvalRun(id="tmp", suite="s", suite_sha256="",
+                                                        settings_hash="", cases=cases))),
+                   cases=cases)
+
+
+def test_stored_cases_keep_meta_and_score_the_same_after_a_json_round_trip() -> None:
+    results = [
+        res("1", ranked=("b",), expected=("a", "b"), top_section="Moving",
+            expected_section="Start", gold_sections=(("a", "Start"), ("b", "Moving")),
+            meta={"source": "ticket-4411", "turn": 2, "tags": ["x", None]}),
+        res("2", top_section="Fees", expected_sections=("Eligibility", "Fees")),
+        unanswerable("3", meta={"unanswerable_reason": "withheld"}),
+    ]
+    cases = json.loads(json.dumps([asdict(r) for r in results]))
+    back = results_of(stored_run(cases))
+    assert back == results
+    assert back[0].gold_sections == (("a", "Start"), ("b", "Moving"))
+    assert back[0].meta == {"source": "ticket-4411", "turn": 2, "tags": ["x", None]}
+    assert summarize(back)["section_hit@1"] == 1.0
+    # A case stored before meta and expected_sections existed still loads and scores.
+    old = {k: v for k, v in cases[1].items()
+           if k not in ("meta", "expected_sections", "gold_sections")}
+    old["expected_section"] = "Fees"
+    (loaded,) = results_of(stored_run([old]))
+    assert loaded.meta == {} and loaded.expected_sections == ()
+    assert section_hit_at_1([loaded]) == 1.0
+
+
+def test_compare_shows_the_meta_of_flipped_cases() -> None:
+    before = [asdict(res("1", meta={"source": "ticket-1"})), asdict(res("2"))]
+    after = [asdict(res("1", ranked=("x",), meta={"source": "ticket-1"})),
+             asdict(res("2", ranked=("y",)))]
+    cmp = compare(stored_run(before, "a"), stored_run(after, "b"))
+    assert [f["case_id"] for f in cmp.flipped] == ["1", "2"]
+    assert cmp.flipped[0]["meta"] == {"source": "ticket-1"}
+    assert cmp.flipped[1]["meta"] == {}
+    assert cmp.deltas["hit@1"] == (1.0, 0.0, -1.0)

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from evals.suites import Case, find_suite, load_suite
+from evals.suites import Case, find_suite, load_suite, suite_name
 from kb.errors import InvalidInput
 
 ROOT = Path(__file__).parent.parent
 DEMO = ROOT / "evals/suites/demo.yaml"
+DATASETS = ROOT.parent / "shared" / "datasets"
 
 GOOD_YAML = """\
 # a comment
@@ -49,7 +50,7 @@ def problems(path: Path, **kw: Any) -> str:
 def test_load_yaml_suite(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD_YAML)
     suite = load_suite(path)
-    assert suite.name == "suite"
+    assert suite.name == tmp_path.name  # a generic 'suite' file is named after its folder
     assert suite.path == path
     assert len(suite.sha256) == 64
     assert suite.cases == (
@@ -301,3 +302,126 @@ def test_demo_suite_is_large_valid_and_names_real_articles() -> None:
     assert named, "the demo suite names no articles"
     assert named <= article_ids, sorted(named - article_ids)
     assert find_suite("demo", suites_dir=DEMO.parent) == DEMO
+
+
+META_YAML = """\
+- id: scams-1
+  question: What are the most common scams?
+  expect:
+    articles: [scams-danville, fraud-answers]
+    section: They may claim to be a U
+    sections: [Imposter scams, They may claim to be a U]
+  meta:
+    source: ticket-4411
+    turn: 3
+    score: 0.5
+    inferred: false
+    note: null
+    gold_sections: [[scams-danville, They may claim to be a U], [fraud-answers, Imposter scams]]
+    nested: {ids: [a, b], more: {deep: true}}
+- id: plain
+  question: No meta here?
+  expect: {sections: [Eligibility, Exceptions], articles: [refunds]}
+"""
+
+
+def test_meta_and_sections_are_kept_on_the_case(tmp_path: Path) -> None:
+    first, plain = load_suite(write(tmp_path, META_YAML)).cases
+    assert first.meta == {
+        "source": "ticket-4411", "turn": 3, "score": 0.5, "inferred": False, "note": None,
+        "gold_sections": [["scams-danville", "They may claim to be a U"],
+                          ["fraud-answers", "Imposter scams"]],
+        "nested": {"ids": ["a", "b"], "more": {"deep": True}},
+    }
+    # expect.section comes first, then expect.sections without repeats.
+    assert first.section == "They may claim to be a U"
+    assert first.sections == ("They may claim to be a U", "Imposter scams")
+    assert first.gold_sections == (("scams-danville", "They may claim to be a U"),
+                                   ("fraud-answers", "Imposter scams"))
+    # expect.sections alone replaces expect.section; its first heading is the section.
+    assert plain.meta == {} and plain.gold_sections == ()
+    assert plain.sections == ("Eligibility", "Exceptions")
+    assert plain.section == "Eligibility"
+    # meta does not enter the hash, so cases stay usable in sets.
+    assert len({first, plain}) == 2
+
+
+def test_meta_in_jsonl_matches_yaml(tmp_path: Path) -> None:
+    yaml_cases = load_suite(write(tmp_path, META_YAML)).cases
+    lines = [json.dumps({"id": c.id, "question": c.question,
+                         "expect": {"articles": list(c.articles), "sections": list(c.sections)},
+                         "meta": dict(c.meta)}) for c in yaml_cases]
+    jsonl_cases = load_suite(write(tmp_path, "\n".join(lines) + "\n", "suite.jsonl")).cases
+    assert jsonl_cases == yaml_cases
+    assert [c.meta for c in jsonl_cases] == [c.meta for c in yaml_cases]
+
+
+@pytest.mark.parametrize(
+    ("meta", "expected"),
+    [
+        ("ticket-4411", "'meta' must be a mapping, got 'ticket-4411' (fix: write 'meta:'"),
+        ("[a, b]", "'meta' must be a mapping, got ['a', 'b']"),
+        ("{asked: 2024-05-01}",
+         "'meta' must hold only JSON values: meta.asked is a date (datetime.date(2024, 5, 1)), "
+         "not a JSON value (fix: use text, numbers, true/false, null, lists and mappings with "
+         "text keys (quote dates and times))"),
+        ("{notes: [ok, {7: seven}]}",
+         "'meta' must hold only JSON values: meta.notes[1] has the key 7, which is not text"),
+        ("{score: .nan}",
+         "'meta' must hold only JSON values: meta.score is nan, not a JSON number"),
+        ("{gold_sections: [Eligibility]}",
+         "'meta.gold_sections' must be a list of [article_id, section heading] pairs, got "
+         "['Eligibility'] (fix: write e.g. 'gold_sections: [[refunds-annual-plans, "
+         "Eligibility]]'"),
+        ("{gold_sections: [[a, b, c]]}", "'meta.gold_sections' must be a list of [article_id"),
+        ("{gold_sections: [[a, '']]}", "'meta.gold_sections' must be a list of [article_id"),
+    ],
+)
+def test_meta_problems_name_the_case_and_the_fix(
+    tmp_path: Path, meta: str, expected: str
+) -> None:
+    path = write(tmp_path, f"- id: a\n  question: why\n  expect: {{articles: [x]}}\n"
+                           f"  meta: {meta}\n")
+    message = problems(path)
+    assert f"{path}:4: case 'a': " + expected in message
+    assert message.count("(fix: ") == 1, message
+
+
+def test_expect_sections_must_be_a_list_of_headings(tmp_path: Path) -> None:
+    message = problems(write(tmp_path, "- {id: a, question: why, "
+                                       "expect: {articles: [x], sections: Eligibility}}\n"))
+    assert ("case 'a': 'expect.sections' must be a list of non-empty strings, got "
+            "'Eligibility' (fix: write the heading texts of the right sections as a list") \
+        in message
+    message = problems(write(tmp_path, "- {id: a, question: why, "
+                                       "expect: {articles: [x], sectoins: [A]}}\n"))
+    assert "unknown key 'expect.sectoins' (fix: did you mean 'sections'?" in message
+
+
+def test_suite_name_is_the_file_stem_or_the_folder_of_a_generic_file(tmp_path: Path) -> None:
+    assert suite_name(Path("evals/suites/demo.yaml")) == "demo"
+    assert suite_name(tmp_path / "mtrag-govt" / "suite.jsonl") == "mtrag-govt"
+    assert suite_name(tmp_path / "mtrag-govt" / "smoke.jsonl") == "smoke"
+    (tmp_path / "sets" / "govt").mkdir(parents=True)
+    path = write(tmp_path / "sets" / "govt",
+                 "- {id: a, question: why, expect: {articles: [x]}}\n", "suite.yaml")
+    assert load_suite(path).name == "govt"
+
+
+@pytest.mark.parametrize("name", ["mtrag-govt", "mtrag-cloud"])
+def test_shared_development_sets_load_with_their_meta(name: str) -> None:
+    folder = DATASETS / name
+    if not (folder / "suite.jsonl").is_file():
+        pytest.skip(f"shared data set {folder} not present")
+    article_ids = {p.stem for p in (folder / "content").rglob("*.md")}
+    path = find_suite(str(folder / "suite.jsonl"), suites_dir=DEMO.parent)
+    suite = load_suite(path, known_articles=article_ids)
+    assert suite.name == name
+    raw = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert len(suite.cases) == len(raw)
+    for case, data in zip(suite.cases, raw, strict=True):
+        assert case.meta == data["meta"]
+        gold = data["meta"].get("gold_sections") or []
+        assert case.gold_sections == tuple((a, h) for a, h in gold)
+        assert case.section == data["expect"].get("section")
+    assert any(len(c.gold_sections) > 1 for c in suite.cases if c.answerable)
