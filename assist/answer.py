@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from assist.batching import Batcher
 from assist.chunks import passage_sha256
-from assist.index import ChunkIndex, caller_views, visible
+from assist.index import ChunkIndex
 from assist.redact import redact
 from assist.retrieve import Candidate, candidate_count, retrieve
 from assist.statements import (
@@ -35,6 +35,7 @@ from assist.statements import conflicting as conflicting  # re-exported (moved)
 from assist.statements import quantities as quantities  # re-exported (moved)
 from assist.statements import word_overlap as word_overlap  # re-exported (moved)
 from kb import audit
+from kb.audience import caller_views, visible
 from kb.clock import Clock, system_clock
 from kb.governance import ServedInfo, governance_tick, served_info
 from kb.models import ArticleVersion

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from assist.answer import ANSWERED, ESCALATE, NO_ANSWER, Assistant, disagreement, serve_order
 from assist.chunks import Chunk, chunk_version
-from assist.index import INTERNAL, LexicalTokenizer, caller_views, chunk_views, visible
+from assist.index import LexicalTokenizer
 from assist.retrieve import Candidate, candidate_count, fuse
 from assist.statements import (
     Clash,
@@ -38,6 +38,7 @@ from assist.statements import (
     clashes,
     drifts,
 )
+from kb.audience import INTERNAL, caller_views, chunk_views, visible
 from kb.models import ArticleVersion
 
 EVAL_TOP_K = 10  # passages a suite case is scored on (as `kb eval run` asks)

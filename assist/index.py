@@ -36,12 +36,12 @@ from numpy.typing import NDArray
 
 from assist.batching import Batcher
 from assist.chunks import CHUNKER_VERSION, Chunk, parse_chunk_id
+from kb.audience import chunk_views
 from kb.settings import IndexSettings
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 LAYOUT_VERSION = 2  # 2: one copy per audience label, chunk fields packed in one metadata key
 _STOPWORDS = frozenset(bm25s.stopwords.STOPWORDS_EN)
-INTERNAL, VENDORS = "internal", "vendors"
 
 
 class Embedder(Protocol):
@@ -65,34 +65,6 @@ def collection_prefix(model_name: str, settings: IndexSettings) -> str:
     model = _slug(model_name.split("/")[-1])
     return (f"canon-{model}-c{settings.chunk_max_chars}-k{CHUNKER_VERSION}"
             f"-l{LAYOUT_VERSION}")
-
-
-def caller_views(audience: str, views: Iterable[str]) -> tuple[str, ...]:
-    """The views a caller queries: staff ``internal``; a vendor's agent the shared
-    ``vendors`` view plus its own vendor view when one exists; anyone else nothing."""
-    if audience == INTERNAL:
-        return (INTERNAL,)
-    if audience == VENDORS:
-        return (VENDORS,)
-    if audience.startswith("vendor:"):
-        return (VENDORS, audience) if audience in set(views) else (VENDORS,)
-    return ()
-
-
-def chunk_views(audience: Sequence[str]) -> set[str]:
-    """The views a chunk with this audience is stored in (one per audience label)."""
-    return {a for a in audience if a in (INTERNAL, VENDORS) or a.startswith("vendor:")}
-
-
-def visible(audience: Sequence[str], caller_audience: str) -> bool:
-    """The authoritative audience rule (also used to re-check before serving)."""
-    if caller_audience == INTERNAL:
-        return INTERNAL in audience
-    if caller_audience.startswith("vendor:"):
-        return VENDORS in audience or caller_audience in audience
-    if caller_audience == VENDORS:
-        return VENDORS in audience
-    return False
 
 
 class LexicalTokenizer:

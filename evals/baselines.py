@@ -20,12 +20,12 @@ from typing import Any
 from sqlmodel import Session, select
 
 from assist.answer import Assistant
-from assist.index import visible
 from evals.metrics import CaseResult, summarize
 from evals.runner import VerbatimChecker, expectation, in_process, run_suite
 from evals.suites import Suite, load_suite
 from evals.workspace import Workspace, scratch_workspace
 from kb.articles import parse_article
+from kb.audience import visible
 from kb.governance import served_numbers
 from kb.models import ArticleVersion
 from kb.settings import Settings

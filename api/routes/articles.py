@@ -6,8 +6,8 @@ from fastapi import APIRouter
 
 from api.deps import AnyCaller, SessionDep
 from api.schemas import ApprovedBlockOut, ArticleOut, SectionOut
-from assist.index import visible
 from kb.articles import parse_article
+from kb.audience import visible
 from kb.errors import ArticleNotFound
 from kb.governance import get_version, served_info
 
