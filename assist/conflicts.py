@@ -26,8 +26,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from assist.answer import ANSWERED, ESCALATE, NO_ANSWER, Assistant, disagreement, serve_order
+from assist.catalog import LexicalTokenizer
 from assist.chunks import Chunk, chunk_version
-from assist.index import LexicalTokenizer
 from assist.retrieve import Candidate, candidate_count, fuse
 from assist.statements import (
     Clash,

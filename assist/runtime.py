@@ -8,7 +8,8 @@ from sqlalchemy import Engine
 
 from assist.answer import Assistant
 from assist.embedder import MiniLMEmbedder
-from assist.index import ChunkIndex, Embedder, make_chroma_client
+from assist.index import ChunkIndex, Embedder
+from assist.store import make_chroma_client
 from kb.clock import Clock, clock_for
 from kb.settings import Settings
 

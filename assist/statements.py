@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import cache, lru_cache
 
+from assist.catalog import LexicalTokenizer
 from assist.chunks import Chunk
-from assist.index import LexicalTokenizer
 
 # --- quantities -----------------------------------------------------------------------------
 

@@ -210,7 +210,7 @@ def main() -> None:
     questions = [c["question"] for c in suite][: args.queries]
     index = assistant.index
     index.catalog()
-    col = index._collection("internal", "en", create=False)
+    col = index.store.collection("internal", "en", create=False)
     assert col is not None
     from assist.answer import Question
 

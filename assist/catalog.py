@@ -1,0 +1,105 @@
+"""The lexical catalog: every indexed chunk in memory, with BM25 and term statistics.
+
+Built from what the store holds (:meth:`assist.store.ChromaStore.contents`) for one index
+generation; :class:`assist.index.ChunkIndex` rebuilds it when the generation changes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import bm25s
+import numpy as np
+import Stemmer
+from numpy.typing import NDArray
+
+from assist.chunks import Chunk
+
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+_STOPWORDS = frozenset(bm25s.stopwords.STOPWORDS_EN)
+
+
+class LexicalTokenizer:
+    def __init__(self) -> None:
+        self._stemmer = Stemmer.Stemmer("english")
+
+    def __call__(self, text: str) -> list[str]:
+        words = [w for w in _TOKEN.findall(text.lower()) if w not in _STOPWORDS]
+        return list(self._stemmer.stemWords(words))
+
+
+@dataclass
+class Catalog:
+    generation: str
+    chunks: list[Chunk]
+    ids: dict[str, int]
+    bm25: bm25s.BM25 | None
+    masks: dict[tuple[str, str], NDArray[np.float32]]
+    sizes: dict[tuple[str, str], int]  # chunks per (view, locale) collection
+    views: set[str]
+    idf: dict[str, float]
+    terms: list[frozenset[str]]  # lexical terms of each chunk
+    empty: dict[str, int]  # indexed versions with no chunks
+
+    def manifest(self) -> dict[str, int]:
+        """Article id -> version number indexed (including served versions that have
+        nothing to index)."""
+        return {**self.empty, **{c.article_id: c.version for c in self.chunks}}
+
+    def coverage(self, question: set[str], cid: str) -> float:
+        """Share of the ``question``'s IDF-weighted terms that occur in the chunk. Terms the
+        knowledge base has never seen weigh most."""
+        i = self.ids.get(cid)
+        if i is None or not question:
+            return 0.0
+        unseen = max(self.idf.values(), default=1.0)
+        weights = {t: self.idf.get(t, unseen) for t in question}
+        total = sum(weights.values())
+        return sum(w for t, w in weights.items() if t in self.terms[i]) / total if total else 0.0
+
+    def lexical(self, tokens: list[str], *, views: Sequence[str], locale: str,
+                n: int) -> list[tuple[str, float]]:
+        """(chunk id, BM25 score), best first, within the views and locale."""
+        masks = [m for v in views if (m := self.masks.get((v, locale))) is not None]
+        if self.bm25 is None or not masks or not tokens:
+            return []
+        mask = masks[0] if len(masks) == 1 else np.minimum(np.sum(masks, axis=0), 1.0)
+        ids = self.bm25.get_tokens_ids(tokens)
+        if not ids:
+            return []
+        scores = self.bm25.get_scores_from_ids(ids, weight_mask=mask)
+        n = min(n, len(scores))
+        top = np.argpartition(-scores, n - 1)[:n]
+        top = top[np.argsort(-scores[top])]
+        return [(self.chunks[i].id, float(scores[i])) for i in top if scores[i] > 0]
+
+
+def build_catalog(
+    generation: str, *, chunks: list[Chunk], ids: dict[str, int],
+    membership: dict[tuple[str, str], list[int]], views: set[str], empty: dict[str, int],
+    tokenize: Callable[[str], list[str]],
+) -> Catalog:
+    """BM25, term statistics and per-collection masks for ``chunks`` (``membership``: the
+    positions of the chunks of each (view, locale) collection)."""
+    bm25 = None
+    corpus = [tokenize(c.lexical_text()) or ["_"] for c in chunks]
+    if chunks:
+        bm25 = bm25s.BM25()
+        bm25.index(corpus, show_progress=False)
+    terms = [frozenset(t) for t in corpus]
+    df: dict[str, int] = {}
+    for ts in terms:
+        for t in ts:
+            df[t] = df.get(t, 0) + 1
+    n = len(chunks)
+    idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
+    masks = {}
+    for key, rows in membership.items():
+        mask = np.zeros(len(chunks), dtype=np.float32)
+        mask[rows] = 1.0
+        masks[key] = mask
+    sizes = {key: len(rows) for key, rows in membership.items()}
+    return Catalog(generation, chunks, ids, bm25, masks, sizes, views, idf, terms, empty)

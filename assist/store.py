@@ -1,0 +1,264 @@
+"""The Chroma store of approved chunks: collections, writes, dense queries, the generation.
+
+This is the only module that talks to Chroma; it takes and returns domain types (``Chunk``,
+chunk ids with similarities).
+
+Scoping without filters: Chroma ``where`` filters cost time in proportion to the collection,
+so chunks are partitioned into one collection per *view* x locale. A view is one audience
+label: ``internal``, ``vendors`` (every vendor) or ``vendor:<name>`` (one vendor only). A
+chunk is stored once in each view its audience names, so ``[internal, vendors]`` costs two
+vectors, not one per vendor. A caller queries only views it may see: staff ``internal``; a
+vendor's agent ``vendors`` plus its own ``vendor:<name>`` view (small, so the second query is
+cheap), merged by similarity. No collection ever holds a chunk its readers may not see. The
+collection names start with a prefix derived from the embedding model, the chunking
+parameters and this storage layout, so a changed model never mixes vectors.
+
+A small state collection holds the index *generation* (changed after every write, so every
+worker and machine sees it) and the served versions that have nothing to index.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+from numpy.typing import NDArray
+
+from assist.chunks import CHUNKER_VERSION, Chunk
+from kb.audience import chunk_views
+from kb.settings import IndexSettings
+
+LAYOUT_VERSION = 2  # 2: one copy per audience label, chunk fields packed in one metadata key
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9]+", "-", value).strip("-").lower()
+
+
+def collection_prefix(model_name: str, settings: IndexSettings) -> str:
+    """Encodes model + chunking parameters: a different model never shares vectors."""
+    model = _slug(model_name.split("/")[-1])
+    return (f"canon-{model}-c{settings.chunk_max_chars}-k{CHUNKER_VERSION}"
+            f"-l{LAYOUT_VERSION}")
+
+
+def make_chroma_client(data_dir: Path, chroma_url: str | None) -> Any:
+    """Embedded persistent Chroma under ``data_dir`` or a Chroma server; telemetry off."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if chroma_url:
+        url = urlparse(chroma_url)
+        return chromadb.HttpClient(host=url.hostname or "127.0.0.1", port=url.port or 8000,
+                                   ssl=url.scheme == "https", settings=chroma_settings)
+    path = data_dir / "chroma"
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+
+
+def _meta(chunk: Chunk) -> dict[str, Any]:
+    """Chroma metadata: ``article_id`` (for deletes) and every other field packed in one
+    JSON value. Chroma stores and indexes one row per metadata key, so packing makes writes
+    markedly cheaper; nothing ever filters on the packed fields."""
+    packed = [chunk.version, chunk.content_sha256, chunk.start, chunk.end,
+              list(chunk.heading_path), chunk.anchor, chunk.approved, chunk.title,
+              list(chunk.audience), chunk.locale, chunk.risk, list(chunk.tags)]
+    return {"article_id": chunk.article_id,
+            "chunk": json.dumps(packed, ensure_ascii=False, separators=(",", ":"))}
+
+
+def _from_meta(meta: dict[str, Any], text: str) -> Chunk:
+    (version, sha, start, end, path, anchor, approved, title, audience, locale, risk,
+     tags) = json.loads(meta["chunk"])
+    return Chunk(
+        article_id=meta["article_id"], version=int(version), content_sha256=sha,
+        start=int(start), end=int(end), heading_path=tuple(path), anchor=anchor,
+        approved=bool(approved), title=title, audience=tuple(audience), locale=locale,
+        risk=risk, tags=tuple(tags), text=text,
+    )
+
+
+@dataclass
+class Contents:
+    """Every chunk the store holds (once each) and where."""
+
+    chunks: list[Chunk]
+    ids: dict[str, int]  # chunk id -> position in ``chunks``
+    membership: dict[tuple[str, str], list[int]]  # (view, locale) -> positions
+    views: set[str]
+
+
+class ChromaStore:
+    """The collections of one model/chunking (``prefix``) in a Chroma client."""
+
+    def __init__(self, *, client: Any, settings: IndexSettings, prefix: str) -> None:
+        self.client = client
+        self.settings = settings
+        self.prefix = prefix
+        self._collections: dict[str, Any] = {}
+
+    # --- collections -----------------------------------------------------------------
+
+    def _config(self) -> dict[str, Any]:
+        s = self.settings
+        return {"hnsw": {"space": "cosine", "ef_search": s.hnsw_ef_search,
+                         "ef_construction": s.hnsw_ef_construction,
+                         "max_neighbors": s.hnsw_max_neighbors}}
+
+    def _name(self, view: str, locale: str) -> str:
+        return f"{self.prefix}--{_slug(view)}--{_slug(locale)}"
+
+    def collection(self, view: str, locale: str, *, create: bool) -> Any | None:
+        """The collection of one view and locale (None if it does not exist and not
+        ``create``)."""
+        name = self._name(view, locale)
+        col = self._collections.get(name)
+        if col is not None:
+            return col
+        if create:
+            col = self.client.get_or_create_collection(
+                name, embedding_function=None, configuration=self._config(),
+                metadata={"view": view, "locale": locale})
+        else:
+            try:
+                col = self.client.get_collection(name, embedding_function=None)
+            except Exception:  # chromadb raises NotFoundError/ValueError by version
+                return None
+        self._collections[name] = col
+        return col
+
+    def _all_collections(self) -> list[Any]:
+        out = []
+        for c in self.client.list_collections():
+            name = c if isinstance(c, str) else c.name
+            if name.startswith(self.prefix + "--"):
+                out.append(self.client.get_collection(name, embedding_function=None))
+        return out
+
+    # --- state: generation and versions with nothing to index -------------------------
+
+    def _state(self) -> Any:
+        return self.client.get_or_create_collection(
+            f"{self.prefix}--state", embedding_function=None,
+            metadata={"generation": "0"})
+
+    def generation(self) -> str:
+        meta = self._state().metadata or {}
+        return str(meta.get("generation", "0"))
+
+    @staticmethod
+    def _empty(meta: dict[str, Any]) -> dict[str, int]:
+        try:
+            raw = json.loads(str(meta.get("empty") or "{}"))
+        except ValueError:
+            return {}
+        return {str(k): int(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+    def empty(self) -> dict[str, int]:
+        """Article id -> served version that has nothing to index."""
+        return self._empty(dict(self._state().metadata or {}))
+
+    def bump(self, empty: dict[str, int | None] | None = None) -> None:
+        """A new generation; ``empty`` updates the versions with nothing to index (``None``
+        as a value clears an entry)."""
+        state = self._state()
+        meta = dict(state.metadata or {})
+        held = self._empty(meta)
+        for article_id, version in (empty or {}).items():
+            if version is None:
+                held.pop(article_id, None)
+            else:
+                held[article_id] = version
+        state.modify(metadata={"generation": f"{time.time_ns()}",
+                               "empty": json.dumps(held, sort_keys=True)})
+
+    # --- reads ------------------------------------------------------------------------
+
+    def contents(self) -> Contents:
+        """Every chunk of every collection (a chunk in several views is read once)."""
+        chunks: list[Chunk] = []
+        ids: dict[str, int] = {}
+        membership: dict[tuple[str, str], list[int]] = {}
+        views: set[str] = set()
+        self._collections.clear()
+        for col in self._all_collections():
+            if col.name.endswith("--state"):
+                continue
+            meta = col.metadata or {}
+            key = (str(meta.get("view")), str(meta.get("locale")))
+            views.add(key[0])
+            got = col.get(include=["metadatas", "documents"])
+            rows = membership.setdefault(key, [])
+            for cid, m, doc in zip(got["ids"], got["metadatas"], got["documents"], strict=True):
+                if cid not in ids:
+                    ids[cid] = len(chunks)
+                    chunks.append(_from_meta(dict(m), doc))
+                rows.append(ids[cid])
+        return Contents(chunks, ids, membership, views)
+
+    def query(self, vectors: NDArray[np.float32], asks: list[tuple[tuple[str, ...], str, int]],
+              *, sizes: dict[tuple[str, str], int]) -> list[list[tuple[str, float]]]:
+        """For each vector and its (views, locale, n): (chunk id, cosine similarity), best
+        first, from those collections; one Chroma query per collection for every vector that
+        reads it. ``sizes`` (chunks per collection) skips empty ones and bounds ``n``."""
+        found: list[dict[str, float]] = [{} for _ in asks]
+        readers: dict[tuple[str, str], list[int]] = {}
+        for i, (views, locale, _) in enumerate(asks):
+            for view in views:
+                readers.setdefault((view, locale), []).append(i)
+        for (view, locale), rows in readers.items():
+            size = sizes.get((view, locale), 0)
+            col = self.collection(view, locale, create=False) if size else None
+            if col is None:
+                continue
+            n = min(max(asks[i][2] for i in rows), size)
+            res = col.query(query_embeddings=vectors[rows], n_results=n, include=["distances"])
+            for i, ids, dists in zip(rows, res["ids"], res["distances"], strict=True):
+                hits = found[i]
+                for cid, d in zip(ids, dists, strict=True):
+                    hits[cid] = max(hits.get(cid, -1.0), 1.0 - float(d))
+        return [sorted(hits.items(), key=lambda t: -t[1])[:n]
+                for hits, (_, _, n) in zip(found, asks, strict=True)]
+
+    # --- writes -----------------------------------------------------------------------
+
+    def upsert(self, chunks: Sequence[Chunk], vectors: NDArray[np.float32]) -> None:
+        """Store ``chunks`` once in each view their audience names."""
+        by_key: dict[tuple[str, str], list[int]] = {}
+        for i, c in enumerate(chunks):
+            for view in chunk_views(c.audience):
+                by_key.setdefault((view, c.locale), []).append(i)
+        for (view, locale), rows in sorted(by_key.items()):
+            col = self.collection(view, locale, create=True)
+            assert col is not None
+            for s in range(0, len(rows), 2000):
+                part = rows[s:s + 2000]
+                col.upsert(ids=[chunks[i].id for i in part], embeddings=vectors[part],
+                           metadatas=[_meta(chunks[i]) for i in part],
+                           documents=[chunks[i].text for i in part])
+
+    def delete_except(self, article_ids: list[str], keep: set[str]) -> None:
+        """Delete every chunk of ``article_ids`` whose id is not in ``keep``."""
+        for col in self._all_collections():
+            if col.name.endswith("--state"):
+                continue
+            for i in range(0, len(article_ids), 500):
+                held = col.get(where={"article_id": {"$in": article_ids[i:i + 500]}},
+                               include=[])["ids"]
+                old = [cid for cid in held if cid not in keep]
+                if old:
+                    col.delete(ids=old)
+
+    def clear(self) -> None:
+        """Drop every collection of this prefix, the state included."""
+        for col in self._all_collections():
+            self.client.delete_collection(col.name)
+        self._collections.clear()
