@@ -107,10 +107,6 @@ class AnswerSettings(BaseModel):
     ambiguity_margin: float = Field(
         default=0.08,
         description="Cosine gap under which two policies compete for the same question.")
-    ambiguity_overlap: float = Field(
-        default=0.5,
-        description="Word overlap above which two competing policies make the same "
-                    "statement (with different numbers: escalate).")
     withhold_stale_high_risk: bool = Field(
         default=True,
         description="Escalate instead of serving a stale high-risk article.")
