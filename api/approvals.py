@@ -39,11 +39,6 @@ def cases_citing(article_id: str, suites_dir: Path = SUITES_DIR) -> list[Case]:
     return [c for cases in _suites(suites_dir) for c in cases if article_id in c.articles]
 
 
-def questions_citing(article_id: str, suites_dir: Path = SUITES_DIR) -> list[str]:
-    """Questions of the eval suites that cite this article (probes for the checks)."""
-    return [c.question for c in cases_citing(article_id, suites_dir)]
-
-
 def expectation(case: Case) -> Expectation:
     """A suite case as the approval check sees it."""
     sections = tuple(getattr(case, "sections", None) or ())

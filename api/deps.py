@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.auth import Caller, RateLimiter, allow, get_caller
+from api.auth import Caller, RateLimiter, allow
 from assist.answer import Assistant
 from kb.clock import Clock
 from kb.settings import Settings
@@ -42,7 +42,6 @@ async def get_assistant(request: Request) -> Assistant:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 AssistDep = Annotated[Assistant, Depends(get_assistant)]
-CurrentCaller = Annotated[Caller, Depends(get_caller)]
 AnyCaller = Annotated[Caller, Depends(allow("ask"))]
 StaffCaller = Annotated[Caller, Depends(allow("read_versions"))]
 QueueCaller = Annotated[Caller, Depends(allow("queue"))]

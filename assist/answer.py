@@ -33,7 +33,6 @@ from assist.statements import (
 )
 from assist.statements import conflicting as conflicting  # re-exported (moved)
 from assist.statements import quantities as quantities  # re-exported (moved)
-from assist.statements import word_overlap as word_overlap  # re-exported (moved)
 from kb import audit
 from kb.audience import caller_views, visible
 from kb.clock import Clock, system_clock

@@ -54,11 +54,6 @@ def chunk_id(article_id: str, version: int, start: int, end: int) -> str:
     return f"{article_id}|{version}|{start}|{end}"
 
 
-def parse_chunk_id(value: str) -> tuple[str, int, int, int]:
-    article_id, version, start, end = value.rsplit("|", 3)
-    return article_id, int(version), int(start), int(end)
-
-
 def passage_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -445,14 +445,6 @@ def _lists_both(a: Statement, b: Statement, side: Iterable[Statement],
                and (_related(a, o, idf) or _related(b, o, idf)) for o in side)
 
 
-def word_overlap(a: str, b: str) -> float:
-    """Jaccard overlap of the words of two passages, numbers left out: high when two
-    policies make the same statement (possibly with different numbers)."""
-    wa = {w for w in re.findall(r"\w+", a.lower()) if not w.isdigit()}
-    wb = {w for w in re.findall(r"\w+", b.lower()) if not w.isdigit()}
-    return len(wa & wb) / len(wa | wb) if wa | wb else 0.0
-
-
 @dataclass(frozen=True)
 class Clash:
     """Two statements that give different values for the same thing."""

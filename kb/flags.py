@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from kb import audit
 from kb.errors import Conflict, FlagNotFound, InvalidInput
@@ -77,10 +76,3 @@ def resolve_flag(
                  details={"flag_id": flag_id, "resolution": resolution, "note": note}, at=at)
     session.commit()
     return row
-
-
-def open_flags(session: Session, *, owners: Sequence[str] | None = None) -> Sequence[Flag]:
-    query = select(Flag).where(Flag.status == "open")
-    if owners is not None:
-        query = query.where(col(Flag.owner).in_(list(owners)))
-    return session.exec(query.order_by(col(Flag.created_at))).all()

@@ -41,7 +41,6 @@ RULES: dict[str, tuple[str, ...]] = {
     "manage_users": (),
     "manage_tokens": (),
 }
-TEAM_BOUND = frozenset({"approve", "review", "retire", "resolve_flag"})
 _VERB = {"approve": "approve", "review": "review", "retire": "retire",
          "resolve_flag": "resolve flags on"}
 

@@ -45,10 +45,6 @@ class SyncReport:
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "error"]
 
-    @property
-    def changed_ids(self) -> list[str]:
-        return sorted({i for i, _ in self.created} | {i for i, _ in self.updated})
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "root": self.root,
