@@ -12,6 +12,7 @@ lag are printed (run with ``-s``).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -157,6 +159,9 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, 
         _stop(server)
         if chroma is not None:
             _stop(chroma)
+        with warnings.catch_warnings():  # collect the HTTP client's sockets here, not in
+            warnings.simplefilter("ignore")  # whichever later test the collector runs in
+            gc.collect()
 
 
 def _ask(w: dict[str, Any]) -> dict[str, Any]:

@@ -164,6 +164,8 @@ def test_users_and_tokens_cli(settings: Settings) -> None:
         assert r.exit_code == code, (args, r.output, r.exception)
         return r.stdout, r.stderr
 
+    kb("users", "bootstrap", "root")
+    env["KB_USER"] = "root"  # the admin acting from here on (as `--as root` would)
     out, _ = kb("users", "add", "acme-7", "--role", "agent", "--audience", "vendor:acme")
     assert "added acme-7 (agent)" in out
     kb("users", "add", "lead", "--role", "owner", "--team", "billing", "--team", "retention",
@@ -174,7 +176,8 @@ def test_users_and_tokens_cli(settings: Settings) -> None:
     assert "already exists" in err
     users = json.loads(kb("users", "list", "--json")[0])
     assert [(u["name"], u["teams"], u["audiences"]) for u in users] == [
-        ("acme-7", [], ["vendor:acme"]), ("lead", ["billing", "retention"], [])]
+        ("acme-7", [], ["vendor:acme"]), ("lead", ["billing", "retention"], []),
+        ("root", [], [])]
 
     out, err = kb("tokens", "create", "--user", "acme-7", "--expires", "30d", "--note", "pc")
     token = out.strip()
@@ -211,6 +214,6 @@ def test_users_and_tokens_cli(settings: Settings) -> None:
             authenticate(s, token=created["token"])
         events = s.exec(select(AuditEvent).order_by(col(AuditEvent.id))).all()
         assert [(e.action, e.actor) for e in events] == [
-            ("user_added", "cli"), ("user_added", "root"), ("token_created", "cli"),
-            ("token_created", "cli"), ("token_revoked", "cli")]
+            ("user_added", "bootstrap:root"), ("user_added", "root"), ("user_added", "root"),
+            ("token_created", "root"), ("token_created", "root"), ("token_revoked", "root")]
     engine.dispose()
