@@ -219,7 +219,10 @@ class ChromaStore:
             col = self.collection(view, locale, create=False) if size else None
             if col is None:
                 continue
-            n = min(max(asks[i][2] for i in rows), size)
+            # Not capped by ``size``: while another process or thread writes, the collection
+            # can hold more than the catalog counted (Chroma clamps n itself), and a cap would
+            # let a new version's chunks crowd the old ones out before the catalog knows them.
+            n = max(asks[i][2] for i in rows)
             res = col.query(query_embeddings=vectors[rows], n_results=n, include=["distances"])
             for i, ids, dists in zip(rows, res["ids"], res["distances"], strict=True):
                 hits = found[i]
