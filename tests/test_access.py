@@ -26,6 +26,8 @@ from kb.sync import sync_folder
 
 from .conftest import article_text, write_article
 
+pytestmark = pytest.mark.slow
+
 _EMBEDDER = MiniLMEmbedder()
 
 USERS: dict[str, dict[str, Any]] = {

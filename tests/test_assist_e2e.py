@@ -25,6 +25,8 @@ from kb.settings import Settings
 
 from .kbs import build_kb
 
+pytestmark = pytest.mark.slow
+
 CONTENT = Path(__file__).resolve().parent.parent / "content"
 # Callers: an Acme agent, a Globex agent, and company staff (internal audience).
 VENDOR, GLOBEX, INTERNAL = "acme-agent", "globex-agent", "staff"

@@ -45,6 +45,7 @@ def _team(kb, team: str = "billing-knowledge") -> None:  # type: ignore[no-untyp
     kb("users", "add", "bob", "--role", "approver", "--team", team, "--as", "admin")
 
 
+@pytest.mark.slow
 def test_governance_flow_through_the_cli(kb, content_dir: Path) -> None:  # type: ignore[no-untyped-def]
     _team(kb)
     path = write_article(content_dir, "refunds", body="# Refunds\n## Rule\nWithin 30 days.\n")
@@ -95,6 +96,7 @@ def test_every_writing_command_needs_an_existing_active_user(kb, content_dir: Pa
     assert json.loads(kb("status", "refunds", "--json"))["state"] == "pending"
 
 
+@pytest.mark.slow
 def test_roles_and_teams_apply_on_the_cli_as_over_http(kb, content_dir: Path) -> None:  # type: ignore[no-untyped-def]
     _team(kb)
     kb("users", "add", "eve", "--role", "approver", "--team", "other-team", "--as", "admin")
@@ -109,6 +111,7 @@ def test_roles_and_teams_apply_on_the_cli_as_over_http(kb, content_dir: Path) ->
     assert "may not review" in kb("review", "refunds", "--as", "eve", code=7)
 
 
+@pytest.mark.slow
 def test_four_eyes_compares_people_not_strings(kb, content_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Issue 9.8: a git author email is the same person as the user it is linked to, and
     an author linked to nobody cannot be checked, so the approval is refused."""
@@ -185,6 +188,7 @@ def test_sync_exits_nonzero_on_errors_but_stores_good_files(kb, content_dir: Pat
     assert json.loads(kb("status", "good", "--json"))["state"] == "pending"
 
 
+@pytest.mark.slow
 def test_approve_all_and_stale_queue(kb, content_dir: Path) -> None:  # type: ignore[no-untyped-def]
     write_article(content_dir, "old", review_every="30d", last_reviewed="2020-01-01")
     write_article(content_dir, "fresh", owner="support-ops")
@@ -203,6 +207,7 @@ def test_approve_all_and_stale_queue(kb, content_dir: Path) -> None:  # type: ig
     assert "not a duration" in kb("stale", "--due-within", "soon", code=2)
 
 
+@pytest.mark.slow
 def test_demo_runs_twice(kb, content_dir: Path) -> None:  # type: ignore[no-untyped-def]
     write_article(content_dir, "a-doc", last_reviewed="2020-01-01")
     write_article(content_dir, "b-doc", draft=True)

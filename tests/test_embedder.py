@@ -41,6 +41,7 @@ def reference() -> dict[str, Any]:
     return data
 
 
+@pytest.mark.slow
 def test_matches_sentence_transformers(embedder: MiniLMEmbedder, reference: dict[str, Any]) -> None:
     assert reference["model"] == embedder.model_name == MODEL_NAME
     sentences: list[str] = reference["sentences"]
@@ -58,6 +59,7 @@ def test_matches_sentence_transformers(embedder: MiniLMEmbedder, reference: dict
         assert diff[i] <= 1e-4, (sentence, diff[i])
 
 
+@pytest.mark.slow
 def test_shape_dtype_and_normalisation(embedder: MiniLMEmbedder) -> None:
     vecs = embedder.embed(MIXED)
     assert vecs.shape == (len(MIXED), embedder.dim) == (len(MIXED), 384)
@@ -70,6 +72,7 @@ def test_shape_dtype_and_normalisation(embedder: MiniLMEmbedder) -> None:
     assert query.dtype == np.float32
 
 
+@pytest.mark.slow
 def test_order_preserved_across_mixed_length_batches(embedder: MiniLMEmbedder) -> None:
     singles = np.stack([embedder.embed_query(t) for t in MIXED])
     for batch_size in (1, 3, 32):
@@ -82,6 +85,7 @@ def test_order_preserved_across_mixed_length_batches(embedder: MiniLMEmbedder) -
     np.testing.assert_allclose(reversed_vecs[::-1], singles, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_batch_matches_single_query(embedder: MiniLMEmbedder) -> None:
     texts = [
         f"Ticket {i}: customer asks about invoice {i * 7} and " + "late fees " * i
@@ -94,6 +98,7 @@ def test_batch_matches_single_query(embedder: MiniLMEmbedder) -> None:
         np.testing.assert_allclose(single, row, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_whitespace_is_stripped_like_sentence_transformers(embedder: MiniLMEmbedder) -> None:
     np.testing.assert_allclose(
         embedder.embed_query("  refund policy \n"),
@@ -102,6 +107,7 @@ def test_whitespace_is_stripped_like_sentence_transformers(embedder: MiniLMEmbed
     )
 
 
+@pytest.mark.slow
 def test_truncates_to_max_seq_length(embedder: MiniLMEmbedder) -> None:
     assert embedder.max_seq_length == 256
     base = "word " * 300
@@ -112,12 +118,14 @@ def test_truncates_to_max_seq_length(embedder: MiniLMEmbedder) -> None:
     )
 
 
+@pytest.mark.slow
 def test_empty_input(embedder: MiniLMEmbedder) -> None:
     vecs = embedder.embed([])
     assert vecs.shape == (0, 384)
     assert vecs.dtype == np.float32
 
 
+@pytest.mark.slow
 def test_rejects_bare_string_and_bad_batch_size(embedder: MiniLMEmbedder) -> None:
     with pytest.raises(TypeError):
         embedder.embed("not a list")
@@ -132,6 +140,7 @@ def test_rejects_unknown_backend_and_bad_threads() -> None:
         MiniLMEmbedder(threads=-1)
 
 
+@pytest.mark.slow
 def test_backends_agree_on_mixed_batches() -> None:
     """ONNX Runtime and NumPy compute the same vectors (padding and truncation included)."""
     onnx = MiniLMEmbedder(backend="onnx", threads=1).embed(MIXED, batch_size=3)
@@ -154,6 +163,7 @@ def test_default_model_dir_is_the_bundled_package() -> None:
     assert (model_dir / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow
 def test_never_imports_torch() -> None:
     code = (
         "import sys\n"
@@ -166,6 +176,7 @@ def test_never_imports_torch() -> None:
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_llama_index_adapter(embedder: MiniLMEmbedder) -> None:
     wrapped = as_llama_index_embedding(embedder)
     assert wrapped.model_name == MODEL_NAME

@@ -19,6 +19,8 @@ from evals.suites import load_suite
 from evals.workspace import scratch_workspace
 from kb.settings import Settings
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 GATE = ROOT / "evals" / "gates" / "demo.yaml"
 

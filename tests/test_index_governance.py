@@ -102,6 +102,7 @@ def _approve(kb: dict[str, Any], article_id: str) -> None:
         governance.approve(s, article_id=article_id, approver="lead")
 
 
+@pytest.mark.slow
 def test_edit_keeps_old_text_until_approved(kb: dict[str, Any]) -> None:
     a = kb["assistant"]
     (kb["content"] / "router-lights.md").write_text(
@@ -140,6 +141,7 @@ def test_edit_keeps_old_text_until_approved(kb: dict[str, Any]) -> None:
     assert "solid blue" in r.passages[0].text and r.passages[0].citation.version == 2
 
 
+@pytest.mark.slow
 def test_retired_article_is_never_served(kb: dict[str, Any]) -> None:
     a = kb["assistant"]
     with Session(kb["engine"], expire_on_commit=False) as s:
@@ -153,6 +155,7 @@ def test_retired_article_is_never_served(kb: dict[str, Any]) -> None:
     assert all(p.citation.article_id != "router-lights" for p in r.passages)
 
 
+@pytest.mark.slow
 def test_high_risk_serves_only_the_approved_block(kb: dict[str, Any]) -> None:
     r = _ask(kb["assistant"], "can an annual plan customer get a refund?")
     assert r.status == "answered"
@@ -162,6 +165,7 @@ def test_high_risk_serves_only_the_approved_block(kb: dict[str, Any]) -> None:
     assert all("first weeks" not in p.text for p in r.passages)
 
 
+@pytest.mark.slow
 def test_vendor_view_holds_no_internal_chunks(kb: dict[str, Any]) -> None:
     index = kb["assistant"].index
     assert index.views() == {"internal", "vendors"}
@@ -178,6 +182,7 @@ def test_vendor_view_holds_no_internal_chunks(kb: dict[str, Any]) -> None:
     assert vendor_ids and not any(c.startswith("staff-bonus|") for c in vendor_ids)
 
 
+@pytest.mark.slow
 def test_audience_is_rechecked_against_the_database(kb: dict[str, Any]) -> None:
     """The approved version narrows the audience but the index still has the old chunks."""
     (kb["content"] / "router-lights.md").write_text(
@@ -208,6 +213,7 @@ def test_audience_is_rechecked_against_the_database(kb: dict[str, Any]) -> None:
     _refresh(kb)
 
 
+@pytest.mark.slow
 def test_vendor_specific_article_gets_its_own_view(kb: dict[str, Any]) -> None:
     write_article(
         kb["content"],
@@ -233,6 +239,7 @@ def test_vendor_specific_article_gets_its_own_view(kb: dict[str, Any]) -> None:
     assert {cid.split("|")[0] for cid, _ in acme_only} == {"acme-hours"}
 
 
+@pytest.mark.slow
 def test_conflicting_approved_policies_escalate_as_ambiguous(kb: dict[str, Any]) -> None:
     write_article(
         kb["content"],
@@ -267,6 +274,7 @@ def test_quantity_conflicts() -> None:
     assert not conflicting("refund within 30 days", "a fee of £50")
 
 
+@pytest.mark.slow
 def test_locale_fallback(kb: dict[str, Any]) -> None:
     write_article(
         kb["content"],
@@ -290,6 +298,7 @@ def test_locale_fallback(kb: dict[str, Any]) -> None:
     assert any(w["code"] == "locale_fallback" for w in r.warnings)
 
 
+@pytest.mark.slow
 def test_index_rebuild_and_status_cli(kb: dict[str, Any]) -> None:
     settings: Settings = kb["settings"]
     env = {
