@@ -201,7 +201,8 @@ def queue(
 
     c = get_ctx(ctx)
     with c.session() as session:
-        items = review_queue(session, teams=team or None, now=c.clock())
+        items = review_queue(session, teams=team or None, now=c.clock(),
+                             group_gaps=c.assistant.gaps, nearest=c.assistant.gaps.nearest)
     if as_json:
         print_json(items)
         return

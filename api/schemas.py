@@ -290,6 +290,13 @@ class QueuePendingOut(BaseModel):
     age_days: float
 
 
+class NearestArticleOut(BaseModel):
+    article_id: str
+    title: str
+    section: list[str]
+    score: float
+
+
 class QueueGapOut(BaseModel):
     kind: Literal["gap"]
     question: str
@@ -299,6 +306,8 @@ class QueueGapOut(BaseModel):
     last_at: str
     examples: list[str]
     age_days: float
+    nearest_article: NearestArticleOut | None = Field(
+        default=None, description="The served article closest in meaning to the gap.")
 
 
 class QueueDueSoonOut(BaseModel):

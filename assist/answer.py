@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from assist.batching import Batcher
 from assist.chunks import passage_sha256
+from assist.gaps import MeaningGroups
 from assist.index import ChunkIndex
 from assist.redact import redact
 from assist.retrieve import Candidate, candidate_count, retrieve
@@ -161,6 +162,9 @@ class Assistant:
         self.settings = settings
         self.clock = clock  # freshness and the query log read time only from here
         self.max_lag_seconds = settings.index.max_lag_seconds
+        # Unanswered questions grouped by meaning, for the owners' queue.
+        self.gaps = MeaningGroups(index, threshold=settings.answer.gap_similarity,
+                                  locale=settings.answer.default_locale)
         self._texts: dict[tuple[str, int, str], str] = {}  # versions are immutable
         # Served-version facts, valid while the database's governance clock is unchanged.
         self._served: dict[str, ServedInfo | None] = {}

@@ -6,14 +6,15 @@ Items, in order of urgency class (then oldest first):
 2. open ``flag`` s from agents (with the query, the served span and the reason);
 3. ``stale`` low/medium-risk articles (served with a warning);
 4. ``pending`` versions awaiting approval;
-5. content ``gap`` s: questions that ended in ``no_answer``, grouped by similar wording;
+5. content ``gap`` s: questions that ended in ``no_answer``, grouped by meaning (or wording),
+   each with its size, examples and nearest article;
 6. articles ``due_soon`` (within 14 days).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,9 @@ from sqlmodel import Session, col, select
 
 from kb.governance import statuses
 from kb.models import ArticleVersion, Flag, QueryLog, utcnow
+
+GapGrouper = Callable[[list[str]], Sequence[int]]  # a group number per question
+NearestArticle = Callable[[str], dict[str, Any] | None]
 
 _WORD = re.compile(r"\w+")
 _STOP_WORDS = ("a an the to of for and or is are can do does i my we our you your it on in "
@@ -40,9 +44,14 @@ def _days(now: datetime, then: datetime) -> float:
 
 def review_queue(
     session: Session, *, teams: Sequence[str] | None = None, now: datetime | None = None,
-    due_within: timedelta = timedelta(days=14),
+    due_within: timedelta = timedelta(days=14), group_gaps: GapGrouper | None = None,
+    nearest: NearestArticle | None = None,
 ) -> list[dict[str, Any]]:
-    """Queue items for articles owned by ``teams`` (None: every team)."""
+    """Queue items for articles owned by ``teams`` (None: every team).
+
+    Gaps are grouped by ``group_gaps`` (a group number per question: by meaning, from the
+    answer layer) or, without one, by normalised wording; ``nearest`` names the served
+    article closest to each gap."""
     now = now or utcnow()
     team_set = None if teams is None else set(teams)
 
@@ -87,12 +96,16 @@ def review_queue(
             "comment": flag.comment, "query_id": flag.query_id, "question": question,
             "span": {"start": flag.start, "end": flag.end, "text": span},
             "created_at": flag.created_at.isoformat(), "age_days": _days(now, flag.created_at)}))
-    gaps: dict[str, dict[str, Any]] = {}
-    for q in session.exec(select(QueryLog).where(QueryLog.status == "no_answer")).all():
+    unanswered = [q for q in session.exec(select(QueryLog).where(QueryLog.status == "no_answer")
+                                          .order_by(col(QueryLog.at))).all()
+                  if team_set is None or (q.escalate_to or "support-tier2") in team_set]
+    questions = [q.question for q in unanswered]
+    keys: list[Any] = (list(group_gaps(questions)) if group_gaps is not None
+                       else [gap_key(text) for text in questions])
+    gaps: dict[tuple[str, Any], dict[str, Any]] = {}
+    for q, key in zip(unanswered, keys, strict=True):
         team = q.escalate_to or "support-tier2"
-        if teams is not None and team not in set(teams):
-            continue
-        g = gaps.setdefault(gap_key(q.question), {
+        g = gaps.setdefault((team, key), {
             "kind": "gap", "question": q.question, "team": team, "count": 0,
             "first_at": q.at, "last_at": q.at, "examples": []})
         g["count"] += 1
@@ -103,6 +116,8 @@ def review_queue(
         age = _days(now, g["first_at"])
         g.update(first_at=g["first_at"].isoformat(), last_at=g["last_at"].isoformat(),
                  age_days=age)
+        if nearest is not None:
+            g["nearest_article"] = nearest(g["question"])
         items.append((4, -g["count"] - age / 1000, g))
     items.sort(key=lambda t: (t[0], t[1]))
     return [item for _, _, item in items]

@@ -119,6 +119,9 @@ class AnswerSettings(BaseModel):
         default="en",
         description="Locale of questions that name none, and the fallback for missing "
                     "translations.")
+    gap_similarity: float = Field(
+        default=0.6, ge=0.0, le=1.0, description="Cosine similarity at which unanswered "
+        "questions count as one content gap in the review queue (grouped by meaning).")
 
 
 class Settings(BaseSettings):

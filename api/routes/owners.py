@@ -90,10 +90,12 @@ def _teams(caller: Caller) -> list[str] | None:
 
 
 @router.get("/review-queue", response_model=ReviewQueueOut, responses=_ROLE)
-def queue(caller: QueueCaller, session: SessionDep, clock: ClockDep) -> ReviewQueueOut:
+def queue(caller: QueueCaller, session: SessionDep, clock: ClockDep,
+          assistant: AssistDep) -> ReviewQueueOut:
     """Stale and due-soon articles, pending versions, open flags and content gaps for the
     caller's teams, most urgent first."""
-    items = review_queue(session, teams=_teams(caller), now=clock())
+    items = review_queue(session, teams=_teams(caller), now=clock(),
+                         group_gaps=assistant.gaps, nearest=assistant.gaps.nearest)
     counts: dict[str, int] = {}
     for item in items:
         counts[item["kind"]] = counts.get(item["kind"], 0) + 1

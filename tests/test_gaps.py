@@ -1,0 +1,79 @@
+"""Content gaps grouped by meaning (issue 10): unanswered questions that mean the same land in
+one gap, with its size, examples and the nearest served article."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from assist import indexer
+from assist.embedder import MiniLMEmbedder
+from assist.gaps import MeaningGroups
+from assist.runtime import make_index
+from kb import governance
+from kb.models import QueryLog
+from kb.queue import review_queue
+from kb.settings import Settings
+from kb.sync import sync_folder
+
+from .conftest import write_article
+
+pytestmark = pytest.mark.slow
+T0 = datetime(2027, 1, 5, 9, 0, tzinfo=UTC)
+
+UNANSWERED = [
+    "What's the weather tomorrow",
+    "what will the weather be",
+    "can I pay my bill with paypal",
+    "do you accept paypal payments",
+    "who won the football last night",
+]
+
+
+def test_unanswered_questions_group_by_meaning_with_the_nearest_article(
+        settings: Settings, engine: Engine, content_dir: Path) -> None:
+    write_article(content_dir, "payment-methods", title="Payment methods", owner="billing",
+                  audience=["internal"],
+                  body="# Payment methods\n## Cards and wallets\nCustomers pay by direct debit "
+                       "or by debit or credit card. Digital wallets are not accepted.\n")
+    index = make_index(settings, embedder=MiniLMEmbedder())
+    with Session(engine, expire_on_commit=False) as s:
+        sync_folder(s, root=content_dir, author="writer")
+        governance.approve_all(s, approver="lead")
+        indexer.refresh(s, index)
+        for i, q in enumerate(UNANSWERED):
+            s.add(QueryLog(id=uuid.uuid4().hex, at=T0 - timedelta(hours=i), caller="agent",
+                           audience="internal", locale="en", question=q, status="no_answer",
+                           escalate_to="support-tier2", served=[]))
+        s.commit()
+        groups = MeaningGroups(index, threshold=settings.answer.gap_similarity)
+        gaps = [i for i in review_queue(s, now=T0, group_gaps=groups, nearest=groups.nearest)
+                if i["kind"] == "gap"]
+        by_wording = [i for i in review_queue(s, now=T0) if i["kind"] == "gap"]
+    assert sorted(sorted(g["examples"]) for g in gaps) == sorted([
+        sorted(UNANSWERED[:2]), sorted(UNANSWERED[2:4]), [UNANSWERED[4]]])
+    assert [g["count"] for g in gaps] == [2, 2, 1]  # the biggest gaps first
+    paypal = next(g for g in gaps if "paypal" in g["question"])
+    assert paypal["nearest_article"]["article_id"] == "payment-methods"
+    assert len(by_wording) == 5  # by normalised wording nothing matched
+
+
+def test_a_random_order_gives_the_same_groups(settings: Settings) -> None:
+    index = make_index(settings, embedder=MiniLMEmbedder())
+    groups = MeaningGroups(index, threshold=settings.answer.gap_similarity)
+    forward = groups(UNANSWERED)
+    backward = groups(UNANSWERED[::-1])[::-1]
+
+    def partition(labels: list[int]) -> set[frozenset[str]]:
+        out: dict[int, set[str]] = {}
+        for q, g in zip(UNANSWERED, labels, strict=True):
+            out.setdefault(g, set()).add(q)
+        return {frozenset(v) for v in out.values()}
+
+    assert partition(forward) == partition(backward)
+    assert len(partition(forward)) == 3
