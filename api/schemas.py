@@ -302,6 +302,8 @@ class QueueGapOut(BaseModel):
     question: str
     team: str
     count: int
+    flagged: int = Field(default=0, description="How many of the questions were answered, "
+                                                "then flagged as wrong or missing.")
     first_at: str
     last_at: str
     examples: list[str]

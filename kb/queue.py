@@ -6,8 +6,9 @@ Items, in order of urgency class (then oldest first):
 2. open ``flag`` s from agents (with the query, the served span and the reason);
 3. ``stale`` low/medium-risk articles (served with a warning);
 4. ``pending`` versions awaiting approval;
-5. content ``gap`` s: questions that ended in ``no_answer``, grouped by meaning (or wording),
-   each with its size, examples and nearest article;
+5. content ``gap`` s: questions that ended in ``no_answer`` or whose answer an agent flagged
+   as wrong or missing, grouped by meaning (or wording), each with its size (``flagged``:
+   how many of them were flags), examples and nearest article;
 6. articles ``due_soon`` (within 14 days).
 """
 
@@ -23,6 +24,7 @@ from sqlmodel import Session, col, select
 from kb.governance import statuses
 from kb.models import ArticleVersion, Flag, QueryLog, utcnow
 
+GAP_REASONS = ("wrong", "missing")  # flags that say the knowledge base lacks the answer
 GapGrouper = Callable[[list[str]], Sequence[int]]  # a group number per question
 NearestArticle = Callable[[str], dict[str, Any] | None]
 
@@ -96,19 +98,30 @@ def review_queue(
             "comment": flag.comment, "query_id": flag.query_id, "question": question,
             "span": {"start": flag.start, "end": flag.end, "text": span},
             "created_at": flag.created_at.isoformat(), "age_days": _days(now, flag.created_at)}))
-    unanswered = [q for q in session.exec(select(QueryLog).where(QueryLog.status == "no_answer")
-                                          .order_by(col(QueryLog.at))).all()
-                  if team_set is None or (q.escalate_to or "support-tier2") in team_set]
-    questions = [q.question for q in unanswered]
+    # A gap: a question with no answer, or whose answer an agent flagged as wrong or missing.
+    demand: list[tuple[QueryLog, str, bool]] = [
+        (q, q.escalate_to or "support-tier2", False)
+        for q in session.exec(select(QueryLog).where(QueryLog.status == "no_answer")).all()]
+    seen = {q.id for q, _, _ in demand}
+    for q, owner in session.exec(
+        select(QueryLog, Flag.owner).join(Flag, col(Flag.query_id) == col(QueryLog.id))
+        .where(col(Flag.reason).in_(GAP_REASONS))
+    ).all():
+        if q.id not in seen:
+            seen.add(q.id)
+            demand.append((q, owner, True))
+    demand = sorted((d for d in demand if team_set is None or d[1] in team_set),
+                    key=lambda d: (d[0].at, d[0].id))
+    questions = [q.question for q, _, _ in demand]
     keys: list[Any] = (list(group_gaps(questions)) if group_gaps is not None
                        else [gap_key(text) for text in questions])
     gaps: dict[tuple[str, Any], dict[str, Any]] = {}
-    for q, key in zip(unanswered, keys, strict=True):
-        team = q.escalate_to or "support-tier2"
+    for (q, team, flagged), key in zip(demand, keys, strict=True):
         g = gaps.setdefault((team, key), {
-            "kind": "gap", "question": q.question, "team": team, "count": 0,
+            "kind": "gap", "question": q.question, "team": team, "count": 0, "flagged": 0,
             "first_at": q.at, "last_at": q.at, "examples": []})
         g["count"] += 1
+        g["flagged"] += int(flagged)
         g["first_at"], g["last_at"] = min(g["first_at"], q.at), max(g["last_at"], q.at)
         if len(g["examples"]) < 3 and q.question not in g["examples"]:
             g["examples"].append(q.question)

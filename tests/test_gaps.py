@@ -16,7 +16,7 @@ from assist.embedder import MiniLMEmbedder
 from assist.gaps import MeaningGroups
 from assist.runtime import make_index
 from kb import governance
-from kb.models import QueryLog
+from kb.models import Flag, QueryLog
 from kb.queue import review_queue
 from kb.settings import Settings
 from kb.sync import sync_folder
@@ -50,17 +50,25 @@ def test_unanswered_questions_group_by_meaning_with_the_nearest_article(
             s.add(QueryLog(id=uuid.uuid4().hex, at=T0 - timedelta(hours=i), caller="agent",
                            audience="internal", locale="en", question=q, status="no_answer",
                            escalate_to="support-tier2", served=[]))
+        answered = QueryLog(id=uuid.uuid4().hex, at=T0, caller="agent", audience="internal",
+                            locale="en", question="is paying with paypal possible?",
+                            status="answered", served=[])
+        s.add(answered)
+        s.commit()
+        s.add(Flag(query_id=answered.id, owner="support-tier2", reason="wrong",
+                   created_by="agent", created_at=T0))
         s.commit()
         groups = MeaningGroups(index, threshold=settings.answer.gap_similarity)
         gaps = [i for i in review_queue(s, now=T0, group_gaps=groups, nearest=groups.nearest)
                 if i["kind"] == "gap"]
         by_wording = [i for i in review_queue(s, now=T0) if i["kind"] == "gap"]
     assert sorted(sorted(g["examples"]) for g in gaps) == sorted([
-        sorted(UNANSWERED[:2]), sorted(UNANSWERED[2:4]), [UNANSWERED[4]]])
-    assert [g["count"] for g in gaps] == [2, 2, 1]  # the biggest gaps first
-    paypal = next(g for g in gaps if "paypal" in g["question"])
+        sorted(UNANSWERED[:2]), sorted([*UNANSWERED[2:4], "is paying with paypal possible?"]),
+        [UNANSWERED[4]]])
+    assert [(g["count"], g["flagged"]) for g in gaps] == [(3, 1), (2, 0), (1, 0)]
+    paypal = gaps[0]  # the biggest gap first: two unanswered, one answer flagged wrong
     assert paypal["nearest_article"]["article_id"] == "payment-methods"
-    assert len(by_wording) == 5  # by normalised wording nothing matched
+    assert len(by_wording) == 6  # by normalised wording nothing matched
 
 
 def test_a_random_order_gives_the_same_groups(settings: Settings) -> None:
