@@ -29,7 +29,10 @@ def fuse(
 
     ``weighted``: w * cosine + (1 - w) * BM25 / max BM25 of this query (a chunk the dense
     retriever did not return gets the lowest returned cosine). ``rrf``: reciprocal rank
-    fusion. ``dense`` / ``lexical``: one retriever alone (baselines).
+    fusion. ``zscore``: the weighted sum of each retriever's scores standardised over this
+    query's hits (z-scores; a chunk one retriever missed gets that retriever's lowest).
+    ``article``: ``weighted``, plus ``article_support`` x the best other chunk of the same
+    article. ``dense`` / ``lexical``: one retriever alone (baselines).
     """
     d = dict(dense)
     lx = dict(lexical)
@@ -47,6 +50,13 @@ def fuse(
              + (1 / (k + l_rank[cid]) if cid in l_rank else 0.0))
             for cid in ids
         ]
+    elif settings.fusion == "zscore":
+        w = settings.dense_weight
+        zd, zl = _zscores(d), _zscores(lx)
+        d_floor = min(zd.values()) if zd else 0.0
+        l_floor = min(zl.values()) if zl else 0.0
+        scored = [(cid, w * zd.get(cid, d_floor) + (1 - w) * zl.get(cid, l_floor))
+                  for cid in ids]
     else:
         w = settings.dense_weight
         floor = min(d.values()) if d else 0.0
@@ -56,8 +66,48 @@ def fuse(
              + (1 - w) * (lx.get(cid, 0.0) / top_lex if top_lex else 0.0))
             for cid in ids
         ]
+        if settings.fusion == "article":
+            scored = _article_support(scored, share=settings.article_support)
     scored.sort(key=lambda t: -t[1])
     return [(cid, s, d.get(cid), lx.get(cid)) for cid, s in scored]
+
+
+def _zscores(scores: dict[str, float]) -> dict[str, float]:
+    """Each score as (score - mean) / std over this query's hits; all 0 when they are equal."""
+    if not scores:
+        return {}
+    values = np.fromiter(scores.values(), dtype=np.float64)
+    mean, std = float(values.mean()), float(values.std())
+    if std == 0.0:
+        return dict.fromkeys(scores, 0.0)
+    return {cid: (v - mean) / std for cid, v in scores.items()}
+
+
+def article_of(chunk_id: str) -> str:
+    """The article id a chunk id belongs to (see :func:`assist.chunks.chunk_id`)."""
+    return chunk_id.split("|", 1)[0]
+
+
+def _article_support(scored: list[tuple[str, float]], *,
+                     share: float) -> list[tuple[str, float]]:
+    """Each chunk's score plus ``share`` x the best score of another chunk of its article:
+    an article's best chunk then scores max + share x second best, so an article that
+    several candidates support outranks one with a single lucky chunk."""
+    best: dict[str, list[float]] = {}
+    for cid, s in scored:
+        top2 = best.setdefault(article_of(cid), [])
+        top2.append(s)
+        top2.sort(reverse=True)
+        del top2[2:]
+    out = []
+    for cid, s in scored:
+        top2 = best[article_of(cid)]
+        if len(top2) < 2:
+            out.append((cid, s))
+            continue
+        other = top2[1] if s == top2[0] else top2[0]
+        out.append((cid, s + share * other))
+    return out
 
 
 def candidate_count(settings: RetrievalSettings, tags: frozenset[str]) -> int:

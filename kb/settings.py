@@ -79,13 +79,20 @@ class IndexSettings(BaseModel):
 class RetrievalSettings(BaseModel):
     """Hybrid retrieval tuning (chosen on the demo eval suite; see README)."""
 
-    fusion: Literal["weighted", "rrf", "dense", "lexical"] = Field(
+    fusion: Literal["weighted", "rrf", "dense", "lexical", "zscore", "article"] = Field(
         default="weighted",
         description="How dense and BM25 hits combine: weighted scores, reciprocal rank "
-                    "fusion, or one retriever alone (baselines).")
+                    "fusion, or one retriever alone (baselines). Experimental (issue 10): "
+                    "`zscore` weighs (by `dense_weight`) each retriever's scores "
+                    "standardised per query; `article` adds `article_support` x the best "
+                    "other chunk of the same article to `weighted`.")
     dense_weight: float = Field(
         default=0.8, ge=0.0, le=1.0,
         description="Weight of the cosine score in `weighted` fusion (BM25 gets the rest).")
+    article_support: float = Field(
+        default=0.25, ge=0.0, le=1.0,
+        description="In `article` fusion, the share of the best other chunk of the same "
+                    "article added to a chunk's score.")
     rrf_k: int = Field(default=60, ge=1, description="The k of reciprocal rank fusion (`rrf`).")
     candidates: int = Field(
         default=40, ge=5, le=400,

@@ -133,7 +133,7 @@ def test_table_lists_every_setting_with_its_default() -> None:
             ] == setting_names()
     assert "| `KB_ANSWER__WITHHOLD_STALE_HIGH_RISK` | `true` |" in table
     assert "| `KB_RETRIEVAL__CANDIDATES` | `40` |" in table and "From 5 to 400." in table
-    assert "One of `weighted`, `rrf`, `dense`, `lexical`." in table
+    assert "One of `weighted`, `rrf`, `dense`, `lexical`, `zscore`, `article`." in table
     assert "| `KB_DATABASE_URL` | (unset) |" in table
 
 

@@ -1,0 +1,63 @@
+"""The arithmetic of the experimental fusions (issue 10) on hand-made scores, no model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from assist.retrieve import fuse
+from kb.settings import RetrievalSettings
+
+A, B, C = "a|1|0|10", "b|1|0|10", "c|1|0|10"
+DENSE = [(A, 0.9), (B, 0.7), (C, 0.5)]
+LEXICAL = [(C, 30.0), (B, 20.0)]  # A: not found by BM25
+
+
+def _scores(result: list[tuple[str, float, float | None, float | None]]) -> dict[str, float]:
+    return {cid: s for cid, s, _, _ in result}
+
+
+def test_zscore_standardises_each_retriever_over_the_query() -> None:
+    settings = RetrievalSettings(fusion="zscore", dense_weight=0.5)
+    out = fuse(DENSE, LEXICAL, settings)
+    z = 0.2 / math.sqrt(0.08 / 3)  # cosines 0.9 / 0.7 / 0.5: mean 0.7, std sqrt(0.08 / 3)
+    # BM25 30 / 20: mean 25, std 5 -> +1 / -1; A, missed by BM25, gets the lowest (-1).
+    assert _scores(out) == pytest.approx({A: 0.5 * z - 0.5, B: -0.5, C: -0.5 * z + 0.5})
+    assert [cid for cid, *_ in out] == [A, C, B]
+    # The raw scores travel with the fused one, for the guardrails downstream.
+    assert {cid: (d, lx) for cid, _, d, lx in out} == {
+        A: (0.9, None), B: (0.7, 20.0), C: (0.5, 30.0)}
+
+
+def test_zscore_ignores_the_scale_of_bm25_where_weighted_does_not() -> None:
+    settings = RetrievalSettings(fusion="zscore", dense_weight=0.5)
+    scaled = [(cid, s * 100) for cid, s in LEXICAL]
+    assert _scores(fuse(DENSE, scaled, settings)) == pytest.approx(
+        _scores(fuse(DENSE, LEXICAL, settings)))
+    # Same hits under today's `weighted`: BM25 / its best outweighs the cosine gap.
+    weighted = fuse(DENSE, LEXICAL, RetrievalSettings(fusion="weighted", dense_weight=0.5))
+    assert [cid for cid, *_ in weighted] == [C, B, A]
+
+
+def test_zscore_of_equal_scores_is_zero_not_a_division_by_zero() -> None:
+    settings = RetrievalSettings(fusion="zscore", dense_weight=0.8)
+    out = fuse([(A, 0.6), (B, 0.6)], [(A, 5.0)], settings)
+    assert _scores(out) == pytest.approx({A: 0.0, B: 0.0})
+
+
+def test_article_adds_a_share_of_the_best_other_chunk_of_the_same_article() -> None:
+    x0, x9, y0, y5, z0 = "x|1|0|5", "x|1|9|12", "y|1|0|5", "y|1|5|9", "z|2|0|4"
+    dense = [(x0, 0.80), (y0, 0.75), (z0, 0.74), (y5, 0.70), (x9, 0.20)]
+    settings = RetrievalSettings(fusion="article", dense_weight=1.0, article_support=0.25)
+    out = fuse(dense, [], settings)
+    assert _scores(out) == pytest.approx({
+        y0: 0.75 + 0.25 * 0.70, y5: 0.70 + 0.25 * 0.75, x0: 0.80 + 0.25 * 0.20,
+        z0: 0.74,  # one chunk only: nothing to add
+        x9: 0.20 + 0.25 * 0.80})
+    assert [cid for cid, *_ in out] == [y0, y5, x0, z0, x9]
+    # Without support the order is today's `weighted` one.
+    plain = fuse(dense, [], settings.model_copy(update={"article_support": 0.0}))
+    assert [cid for cid, *_ in plain] == [x0, y0, z0, y5, x9]
+    assert [cid for cid, *_ in fuse(dense, [], RetrievalSettings(dense_weight=1.0))] == [
+        x0, y0, z0, y5, x9]
