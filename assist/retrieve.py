@@ -84,8 +84,10 @@ def _zscores(scores: dict[str, float]) -> dict[str, float]:
 
 
 def article_of(chunk_id: str) -> str:
-    """The article id a chunk id belongs to (see :func:`assist.chunks.chunk_id`)."""
-    return chunk_id.split("|", 1)[0]
+    """The article version a chunk id belongs to (``article|version``; see
+    :func:`assist.chunks.chunk_id`): while a new approval is being indexed, the old and the
+    new version's chunks never support each other."""
+    return chunk_id.rsplit("|", 2)[0]
 
 
 def _article_support(scored: list[tuple[str, float]], *,

@@ -81,11 +81,13 @@ class RetrievalSettings(BaseModel):
 
     fusion: Literal["weighted", "rrf", "dense", "lexical", "zscore", "article"] = Field(
         default="weighted",
-        description="How dense and BM25 hits combine: weighted scores, reciprocal rank "
-                    "fusion, or one retriever alone (baselines). Experimental (issue 10): "
-                    "`zscore` weighs (by `dense_weight`) each retriever's scores "
-                    "standardised per query; `article` adds `article_support` x the best "
-                    "other chunk of the same article to `weighted`.")
+        description="How dense and BM25 hits combine. `weighted`: dense_weight x cosine + "
+                    "the rest x BM25 / best BM25; `article` (experimental): `weighted` plus "
+                    "`article_support` x the best other chunk of the same article version "
+                    "(ahead of `weighted` on the demo, govt and cloud suites, but it loses a "
+                    "demo end-to-end case; docs/quality-baseline.md); `rrf`: "
+                    "reciprocal rank fusion; `zscore`: scores standardised per query "
+                    "(measured worse); `dense` / `lexical`: one retriever alone (baselines).")
     dense_weight: float = Field(
         default=0.8, ge=0.0, le=1.0,
         description="Weight of the cosine score in `weighted` fusion (BM25 gets the rest).")

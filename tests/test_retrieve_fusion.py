@@ -59,5 +59,15 @@ def test_article_adds_a_share_of_the_best_other_chunk_of_the_same_article() -> N
     # Without support the order is today's `weighted` one.
     plain = fuse(dense, [], settings.model_copy(update={"article_support": 0.0}))
     assert [cid for cid, *_ in plain] == [x0, y0, z0, y5, x9]
-    assert [cid for cid, *_ in fuse(dense, [], RetrievalSettings(dense_weight=1.0))] == [
-        x0, y0, z0, y5, x9]
+    weighted = RetrievalSettings(fusion="weighted", dense_weight=1.0)
+    assert [cid for cid, *_ in fuse(dense, [], weighted)] == [x0, y0, z0, y5, x9]
+
+
+def test_article_support_never_mixes_two_versions_of_an_article() -> None:
+    """While a new approval is indexed, the old and new version's chunks sit side by side:
+    they must not lift each other."""
+    old, new = "x|1|0|5", "x|2|0|5"
+    settings = RetrievalSettings(fusion="article", dense_weight=1.0, article_support=0.25)
+    assert _scores(fuse([(old, 0.8), (new, 0.7)], [], settings)) == pytest.approx(
+        {old: 0.8, new: 0.7})
+    assert RetrievalSettings().fusion == "weighted"  # `article` stays opt-in for now
