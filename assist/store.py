@@ -208,7 +208,7 @@ class ChromaStore:
               *, sizes: dict[tuple[str, str], int]) -> list[list[tuple[str, float]]]:
         """For each vector and its (views, locale, n): (chunk id, cosine similarity), best
         first, from those collections; one Chroma query per collection for every vector that
-        reads it. ``sizes`` (chunks per collection) skips empty ones and bounds ``n``."""
+        reads it. ``sizes`` (chunks per collection, from the catalog) skips empty ones."""
         found: list[dict[str, float]] = [{} for _ in asks]
         readers: dict[tuple[str, str], list[int]] = {}
         for i, (views, locale, _) in enumerate(asks):

@@ -8,6 +8,7 @@ first and then calls these.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -118,11 +119,21 @@ def approve_all(
 ) -> BulkApproval:
     """Approve every pending version (bootstrapping an import). Drafts and versions the
     approver wrote (unless self-approval is allowed) are skipped and reported."""
+    return approve_each_pending(session, lambda v: approve(
+        session, article_id=v.article_id, version=v.number, approver=approver, note=note,
+        allow_self=allow_self, now=now))
+
+
+def approve_each_pending(
+    session: Session, approve_one: Callable[[ArticleVersion], object],
+) -> BulkApproval:
+    """Run ``approve_one`` on every pending version, each in its own transaction: a version
+    a rule refuses (:class:`Conflict`, :class:`Forbidden`) is rolled back, skipped and
+    reported, never half-approved."""
     result = BulkApproval()
     for v in pending_versions(session):
         try:
-            approve(session, article_id=v.article_id, version=v.number, approver=approver,
-                    note=note, allow_self=allow_self, now=now)
+            approve_one(v)
         except (Conflict, Forbidden) as exc:
             session.rollback()
             result.skipped.append((v.article_id, v.number, str(exc)))

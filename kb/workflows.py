@@ -19,8 +19,9 @@ from typing import Any, Protocol
 from sqlmodel import Session
 
 from kb import flags, governance
+from kb.approvals import BulkApproval, approve_each_pending
 from kb.clock import Clock
-from kb.errors import ApprovalBlocked, Conflict, Forbidden, InvalidInput
+from kb.errors import ApprovalBlocked, Forbidden, InvalidInput
 from kb.identity import user_for_author
 from kb.models import Approval, Flag, Retirement, Review
 from kb.permissions import Actor, require, require_article, require_team
@@ -103,33 +104,19 @@ def approve(
     return ApprovalOutcome(approval=approval, findings=findings)
 
 
-@dataclass
-class BulkOutcome:
-    approved: list[tuple[str, int]] = field(default_factory=list)
-    skipped: list[tuple[str, int, str]] = field(default_factory=list)
-
-
 def approve_all(
     session: Session, *, actor: Actor, note: str = "bulk approval", allow_self: bool = False,
     now: datetime | None = None,
-) -> BulkOutcome:
+) -> BulkApproval:
     """Approve every pending version the actor may approve (bootstrapping an import).
 
     Each version goes through the same rules as :func:`approve` (role, team, four-eyes,
     draft); a version a rule refuses is skipped and reported, never half-approved. The
     answer checks are not run: they compare against served text, which a bootstrap lacks."""
     require(actor, "approve")
-    result = BulkOutcome()
-    for v in governance.pending_versions(session):
-        try:
-            approve(session, actor=actor, article_id=v.article_id, version=v.number,
-                    note=note, allow_self=allow_self, now=now)
-        except (Conflict, Forbidden) as exc:
-            session.rollback()
-            result.skipped.append((v.article_id, v.number, str(exc)))
-        else:
-            result.approved.append((v.article_id, v.number))
-    return result
+    return approve_each_pending(session, lambda v: approve(
+        session, actor=actor, article_id=v.article_id, version=v.number, note=note,
+        allow_self=allow_self, now=now))
 
 
 def review(
