@@ -83,6 +83,14 @@ def session(engine: Engine) -> Iterator[Session]:
         yield s
 
 
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that points the real `kb` CLI at a test's database, index and content
+    (plus ``extra`` KB_* variables)."""
+    return {"KB_DATA_DIR": str(settings.data_dir),
+            "KB_DATABASE_URL": settings.resolved_database_url,
+            "KB_CONTENT_DIR": str(settings.content_dir), **extra}
+
+
 def article_text(
     art_id: str,
     *,

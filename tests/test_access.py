@@ -24,7 +24,7 @@ from kb.models import AuditEvent
 from kb.settings import Settings
 from kb.sync import sync_folder
 
-from .conftest import article_text, write_article
+from .conftest import article_text, cli_env, write_article
 
 pytestmark = pytest.mark.slow
 
@@ -239,14 +239,13 @@ def test_conflict_check_blocks_a_contradicting_approval(env: dict[str, Any]) -> 
     assert r.status_code == 422 and "note" in r.text
     # the CLI runs the same check
     settings: Settings = env["settings"]
-    cli_env = {"KB_DATA_DIR": str(settings.data_dir),
-               "KB_DATABASE_URL": settings.resolved_database_url}
+    env_vars = cli_env(settings)
     runner = CliRunner()
     refused = runner.invoke(cli_app, ["approve", "refund-window-new", "--as", "approver-a"],
-                            env=cli_env)
+                            env=env_vars)
     assert refused.exit_code == 6 and "conflict" in refused.output
     no_note = runner.invoke(cli_app, ["approve", "refund-window-new", "--as", "approver-a",
-                                      "--force"], env=cli_env)
+                                      "--force"], env=env_vars)
     assert no_note.exit_code == 2 and "--note" in no_note.output
     r = c.post(url, json={"force": True, "note": "promo policy agreed with legal"},
                headers=tok["approver-a"])
@@ -275,22 +274,21 @@ def test_rate_limit_returns_429_with_retry_after(settings: Settings, engine: Eng
 def test_queue_and_flag_resolution_from_the_cli(env: dict[str, Any]) -> None:
     flag_id = _flag(env, "what is the a read rule?")
     settings: Settings = env["settings"]
-    cli_env = {"KB_DATA_DIR": str(settings.data_dir),
-               "KB_DATABASE_URL": settings.resolved_database_url}
+    env_vars = cli_env(settings)
     runner = CliRunner()
-    queue = runner.invoke(cli_app, ["queue", "--team", "team-a", "--json"], env=cli_env)
+    queue = runner.invoke(cli_app, ["queue", "--team", "team-a", "--json"], env=env_vars)
     assert queue.exit_code == 0
     flags = [i for i in json.loads(queue.stdout) if i["kind"] == "flag"]
     assert [f["flag_id"] for f in flags] == [flag_id]
-    other = runner.invoke(cli_app, ["queue", "--team", "team-b", "--json"], env=cli_env)
+    other = runner.invoke(cli_app, ["queue", "--team", "team-b", "--json"], env=env_vars)
     assert [i["kind"] for i in json.loads(other.stdout)] == ["pending"]  # b-approve v2 only
     done = runner.invoke(cli_app, ["flags", "resolve", str(flag_id), "--resolution", "fixed",
-                                   "--as", "owner-a"], env=cli_env)
+                                   "--as", "owner-a"], env=env_vars)
     assert done.exit_code == 0 and "resolved" in done.output
     again = runner.invoke(cli_app, ["flags", "resolve", str(flag_id), "--resolution", "fixed",
-                                    "--as", "owner-a"], env=cli_env)
+                                    "--as", "owner-a"], env=env_vars)
     assert again.exit_code == 6 and "already resolved" in again.output
-    queue = runner.invoke(cli_app, ["queue", "--team", "team-a", "--json"], env=cli_env)
+    queue = runner.invoke(cli_app, ["queue", "--team", "team-a", "--json"], env=env_vars)
     assert all(i["kind"] != "flag" for i in json.loads(queue.stdout))
 
 

@@ -23,6 +23,7 @@ from kb.identity import add_user, create_token
 from kb.models import ArticleVersion, Flag
 from kb.settings import Settings
 
+from .conftest import cli_env
 from .kbs import build_kb
 
 pytestmark = pytest.mark.slow
@@ -233,9 +234,7 @@ def test_replay_returns_exactly_the_served_text(demo: dict[str, Any]) -> None:
                      "email jo@example.com — which payment methods do we accept?")
     assert data["status"] == "answered"
     settings: Settings = demo["settings"]
-    env = {"KB_DATA_DIR": str(settings.data_dir),
-           "KB_DATABASE_URL": settings.resolved_database_url,
-           "KB_CONTENT_DIR": str(settings.content_dir)}
+    env = cli_env(settings)
     result = CliRunner().invoke(cli_app, ["audit", "replay", data["query_id"], "--json"],
                                 env=env)
     assert result.exit_code == 0, result.output

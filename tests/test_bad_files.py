@@ -33,7 +33,7 @@ from kb.errors import InvalidArticle
 from kb.settings import Settings
 from kb.sync import sync_folder
 
-from .conftest import article_text, write_article
+from .conftest import article_text, cli_env, write_article
 
 # The 456-byte "billion laughs": nine levels of nine aliases, 9**9 strings once expanded.
 BOMB_FRONT_MATTER = "lol: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(
@@ -114,12 +114,7 @@ def test_sync_imports_the_good_edit_beside_each_bad_file(
 def kb_cli(settings: Settings, session: Session):  # type: ignore[no-untyped-def]
     identity.bootstrap_admin(session, name="alice")  # `kb sync --as` names an existing user
     runner = CliRunner()
-    env = {
-        "KB_DATA_DIR": str(settings.data_dir),
-        "KB_DATABASE_URL": settings.resolved_database_url,
-        "KB_CONTENT_DIR": str(settings.content_dir),
-        "KB_ALLOW_SELF_APPROVAL": "0",
-    }
+    env = cli_env(settings, KB_ALLOW_SELF_APPROVAL="0")
 
     def run(*args: str, code: int) -> str:
         result = runner.invoke(app, list(args), env=env)

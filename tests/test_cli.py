@@ -13,7 +13,7 @@ from api.cli import app
 from kb import db
 from kb.settings import Settings
 
-from .conftest import article_text, write_article
+from .conftest import article_text, cli_env, write_article
 
 NOW = "2026-06-01T09:00:00Z"  # the CLI's clock is pinned: nothing here depends on today
 
@@ -21,13 +21,7 @@ NOW = "2026-06-01T09:00:00Z"  # the CLI's clock is pinned: nothing here depends 
 @pytest.fixture
 def kb(settings: Settings):  # type: ignore[no-untyped-def]
     runner = CliRunner()
-    env = {
-        "KB_DATA_DIR": str(settings.data_dir),
-        "KB_DATABASE_URL": settings.resolved_database_url,
-        "KB_CONTENT_DIR": str(settings.content_dir),
-        "KB_ALLOW_SELF_APPROVAL": "0",
-        "KB_NOW": NOW,
-    }
+    env = cli_env(settings, KB_ALLOW_SELF_APPROVAL="0", KB_NOW=NOW)
 
     def run(*args: str, code: int = 0) -> str:
         result = runner.invoke(app, list(args), env=env)

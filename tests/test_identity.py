@@ -26,6 +26,8 @@ from kb.identity import (
 from kb.models import ApiToken, AuditEvent, User, utcnow
 from kb.settings import Settings
 
+from .conftest import cli_env
+
 
 def _actions(session: Session) -> list[str]:
     return [e.action for e in session.exec(select(AuditEvent).order_by(col(AuditEvent.id)))]
@@ -155,8 +157,7 @@ def test_create_token_rejects_a_past_expiry(session: Session) -> None:
 
 
 def test_users_and_tokens_cli(settings: Settings) -> None:
-    env = {"KB_DATA_DIR": str(settings.data_dir),
-           "KB_DATABASE_URL": settings.resolved_database_url}
+    env = cli_env(settings)
     runner = CliRunner()
 
     def kb(*args: str, code: int = 0) -> tuple[str, str]:

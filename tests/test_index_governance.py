@@ -26,7 +26,7 @@ from kb.clock import shifted_clock
 from kb.settings import Settings
 from kb.sync import sync_folder
 
-from .conftest import article_text, write_article
+from .conftest import article_text, cli_env, write_article
 
 _EMBEDDER = MiniLMEmbedder()
 
@@ -301,11 +301,7 @@ def test_locale_fallback(kb: dict[str, Any]) -> None:
 @pytest.mark.slow
 def test_index_rebuild_and_status_cli(kb: dict[str, Any]) -> None:
     settings: Settings = kb["settings"]
-    env = {
-        "KB_DATA_DIR": str(settings.data_dir),
-        "KB_DATABASE_URL": settings.resolved_database_url,
-        "KB_CONTENT_DIR": str(settings.content_dir),
-    }
+    env = cli_env(settings)
     runner = CliRunner()
     before = kb["assistant"].index.manifest()
     assert runner.invoke(cli_app, ["users", "bootstrap", "root"], env=env).exit_code == 0

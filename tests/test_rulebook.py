@@ -25,7 +25,7 @@ from kb.demo import DEMO_AS_OF
 from kb.settings import Settings
 from kb.sync import sync_folder
 
-from .conftest import article_text, write_article
+from .conftest import article_text, cli_env, write_article
 
 _EMBEDDER = MiniLMEmbedder()
 NOW = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
@@ -33,12 +33,6 @@ NOW = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
 
 def _body(topic: str) -> str:
     return f"# {topic.title()}\n## Rule\nThe {topic} rule for customers is explained here.\n"
-
-
-def _env(settings: Settings, **extra: str) -> dict[str, str]:
-    return {"KB_DATA_DIR": str(settings.data_dir),
-            "KB_DATABASE_URL": settings.resolved_database_url,
-            "KB_CONTENT_DIR": str(settings.content_dir), **extra}
 
 
 @pytest.mark.slow
@@ -58,7 +52,7 @@ def test_a_crash_between_approval_and_indexing_is_reported_and_repaired(
     assert lag.behind == ["modem", "remote", "router"] and lag.seconds == 120.0
     runner = CliRunner()
     status = runner.invoke(cli_app, ["index", "status", "--json"],
-                           env=_env(settings, KB_NOW=NOW.isoformat()))
+                           env=cli_env(settings, KB_NOW=NOW.isoformat()))
     data = json.loads(status.stdout)
     assert data["not_served_yet"] == ["modem", "remote", "router"]
     assert data["lag_seconds"] == 120.0
@@ -90,7 +84,7 @@ def test_the_next_cli_approval_repairs_every_hidden_article(
     for topic in ("router", "modem"):
         write_article(content_dir, topic, audience=["internal"], body=_body(topic))
     runner = CliRunner()
-    env = _env(settings)
+    env = cli_env(settings)
     for args in (["users", "bootstrap", "admin"],
                  ["users", "add", "writer", "--role", "owner", "--team", "billing-knowledge",
                   "--as", "admin"]):
