@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import docs, errors
+from api import console, docs, errors
 from api.auth import RateLimiter
 from api.routes import articles, assist, health, health_knowledge, owners
 from assist.answer import Assistant
@@ -73,4 +73,5 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
     app.include_router(articles.router)
     app.include_router(health_knowledge.router)
     app.include_router(owners.router)
+    console.install(app)
     return app

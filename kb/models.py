@@ -219,3 +219,20 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
     note: str = ""
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A web-console sign-in: a server-side session opened with an API token.
+
+    The cookie holds a random secret; only its SHA-256 is stored. The session lives no longer
+    than ``expires_at``, than the token it was opened with, or than its user's access."""
+
+    __tablename__ = "console_session"
+
+    id: str = Field(primary_key=True, max_length=64)  # sha256 of the cookie's secret
+    user_name: str = Field(foreign_key="user.name", index=True, max_length=200)
+    token_id: str = Field(foreign_key="api_token.id", index=True, max_length=32)
+    csrf: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    ended_at: datetime | None = None
