@@ -6,11 +6,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api.console import agent, signin
+from api.console import agent, desk, signin
 from api.console.base import HERE
 
 
 def install(app: FastAPI) -> None:
     app.include_router(signin.router)
     app.include_router(agent.router)
+    app.include_router(desk.router)
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="console-static")
