@@ -15,3 +15,4 @@ def install(app: FastAPI) -> None:
     app.include_router(agent.router)
     app.include_router(desk.router)
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="console-static")
+    app.include_router(agent.fallback)  # last: every other /ui address is the console's 404

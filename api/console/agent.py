@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response
 from pydantic import ValidationError
 
-from api.console.base import Caller, ConsoleRoute, CsrfDep, render
+from api.console.base import Caller, ConsoleRoute, CsrfDep, PageNotFound, render
 from api.console.markdown import RenderedSection, block_html, cached_sections
 from api.deps import AssistDep, ClockDep, LimiterDep, SessionDep, SettingsDep
 from api.routes import articles as articles_route
@@ -85,3 +85,12 @@ def read_article(request: Request, article_id: str, caller: Caller,
     heading = {s.anchor: " \u203a ".join(s.heading_path) for s in article.sections}
     return render(request, "read.html", article=article, sections=sections, blocks=blocks,
                   heading=heading)
+
+
+fallback = APIRouter(prefix="/ui", route_class=ConsoleRoute, include_in_schema=False)
+
+
+@fallback.get("/{rest:path}")
+def not_found(request: Request, rest: str, caller: Caller) -> Response:
+    """Any other console address: signed in or not, nothing is told about it."""
+    raise PageNotFound()
