@@ -236,3 +236,25 @@ class ConsoleSession(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
     ended_at: datetime | None = None
+
+
+class QueryRollup(SQLModel, table=True):
+    """Assist calls per UTC day, audience and outcome, kept with every query-log write (the
+    health dashboard reads these instead of scanning the log)."""
+
+    __tablename__ = "query_rollup"
+
+    day: str = Field(primary_key=True, max_length=10)  # YYYY-MM-DD, UTC
+    audience: str = Field(primary_key=True, max_length=200)
+    status: str = Field(primary_key=True, max_length=16)
+    n: int = 0
+
+
+class CitationRollup(SQLModel, table=True):
+    """Passages served per UTC day and article (a citation = one served passage)."""
+
+    __tablename__ = "citation_rollup"
+
+    day: str = Field(primary_key=True, max_length=10)
+    article_id: str = Field(primary_key=True, max_length=200)
+    n: int = 0
