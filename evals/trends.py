@@ -21,16 +21,9 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
+from kb.console_models import CitationRollup, QueryRollup
 from kb.governance import statuses
-from kb.models import (
-    Approval,
-    ArticleVersion,
-    CitationRollup,
-    EvalRun,
-    Flag,
-    QueryLog,
-    QueryRollup,
-)
+from kb.models import Approval, ArticleVersion, EvalRun, Flag, QueryLog
 
 OUTCOMES = ("answered", "escalate", "no_answer")
 _WORD = re.compile(r"\w+")
@@ -205,18 +198,12 @@ def trends(session: Session, *, now: datetime, days: int = 28,
     )
 
 
-EVAL_METRICS = ("hit@1", "hit@5", "mrr", "section_hit@1", "abstention_f1",
+EVAL_METRICS = ("hit@1", "hit@5", "mrr@10", "section_hit@1", "abstention_f1",
                 "false_abstention", "contains_accuracy")
 
 
 def run_metric(run: EvalRun, name: str) -> float | None:
-    """A run's metric by name (``abstention_f1`` reads the nested abstention figures)."""
-    m = run.metrics
-    if name == "abstention_f1":
-        value = (m.get("abstention") or {}).get("f1") if isinstance(m.get("abstention"),
-                                                                      dict) else None
-    else:
-        value = m.get(name)
+    value = run.metrics.get(name)
     return float(value) if isinstance(value, int | float) else None
 
 

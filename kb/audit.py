@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy import Connection, insert
 from sqlmodel import Session, col, select
 
+from kb.console_models import CitationRollup, QueryRollup
 from kb.errors import QueryNotFound
-from kb.models import ArticleVersion, AuditEvent, CitationRollup, QueryLog, QueryRollup, utcnow
+from kb.models import ArticleVersion, AuditEvent, QueryLog, utcnow
 
 
 def record(

@@ -17,9 +17,10 @@ import sqlalchemy as sa
 from sqlmodel import Session, col
 
 from kb import audit
+from kb.console_models import ConsoleSession
 from kb.errors import Unauthenticated
 from kb.identity import Identity, authenticate
-from kb.models import ApiToken, ConsoleSession, User, utcnow
+from kb.models import ApiToken, User, utcnow
 
 SIGNED_OUT = "you are signed out; sign in again with your API token"
 EXPIRED = "your session has expired; sign in again with your API token"

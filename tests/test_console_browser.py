@@ -20,7 +20,8 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from kb.models import AuditEvent, ConsoleSession
+from kb.console_models import ConsoleSession
+from kb.models import AuditEvent
 
 from .console_world import World, start_world, stop
 

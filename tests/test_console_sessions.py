@@ -9,9 +9,10 @@ import pytest
 from sqlmodel import Session, select
 
 from kb import console
+from kb.console_models import ConsoleSession
 from kb.errors import Unauthenticated
 from kb.identity import add_user, create_token, revoke_token, set_disabled
-from kb.models import AuditEvent, ConsoleSession
+from kb.models import AuditEvent
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 TTL = timedelta(hours=8)
