@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api import docs, errors
 from api.auth import RateLimiter
+from api.limits import BodyLimit
 from api.routes import articles, assist, health, health_knowledge, owners
 from assist.answer import Assistant
 from kb import db
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
     app.state.settings = settings
     app.state.clock = clock
     app.state.limiter = RateLimiter(settings.assist_rate_per_minute)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
     docs.install(app)
     app.include_router(health.router)

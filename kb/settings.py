@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     assist_rate_per_minute: int = Field(
         default=600, ge=0, description="`/v1/assist` calls per API token per minute; "
                                        "0 = unlimited.")
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest HTTP request body accepted "
+        "(413); checked before the body is read, after the API token (401 without one).")
     max_article_bytes: int = Field(
         default=512 * 1024, ge=1024, description="Largest article file accepted.")
     now: datetime | None = Field(
