@@ -8,9 +8,6 @@ by the workflow functions in :mod:`kb.workflows`, since they depend on the artic
 
 from __future__ import annotations
 
-import math
-import threading
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
@@ -34,7 +31,7 @@ from kb.permissions import (
 )
 
 __all__ = ["ADMIN", "AGENT", "APPROVER", "EVALUATOR", "EVERYONE", "OWNER", "STAFF", "Caller",
-           "RateLimiter", "allow", "bearer_caller", "get_caller"]
+           "allow", "bearer_caller", "get_caller"]
 
 Caller = Actor  # the HTTP caller is the same Actor the CLI's --as names
 
@@ -80,28 +77,3 @@ def allow(action: str) -> Callable[..., Awaitable[Caller]]:
         return caller
 
     return dependency
-
-
-class RateLimiter:
-    """Token bucket per API token (per process): ``per_minute`` requests, refilled evenly."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, key: str) -> None:
-        if self.per_minute <= 0:
-            return
-        rate = self.per_minute / 60.0
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.per_minute), now))
-            tokens = min(float(self.per_minute), tokens + (now - last) * rate)
-            if tokens < 1.0:
-                self._buckets[key] = (tokens, now)
-                retry = max(1, math.ceil((1.0 - tokens) / rate))
-                raise HTTPException(429, detail=f"rate limit of {self.per_minute} requests per "
-                                                "minute reached; retry later",
-                                    headers={"Retry-After": str(retry)})
-            self._buckets[key] = (tokens - 1.0, now)

@@ -34,6 +34,7 @@ from kb.errors import (
     NotApproved,
     QueryNotFound,
     Unauthenticated,
+    Unavailable,
     UserNotFound,
     VersionNotFound,
 )
@@ -51,6 +52,7 @@ STATUS: dict[type[CanonError], int] = {
     InvalidInput: 422,
     InvalidArticle: 422,
     IndexBusy: 503,
+    Unavailable: 503,
 }
 
 
