@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import console, docs, errors
-from api.auth import RateLimiter
+from api.limits import BodyLimit
+from api.ratelimit import make_limiter
 from api.routes import articles, assist, health, health_knowledge, owners
 from assist.answer import Assistant
 from kb import db
@@ -65,7 +66,8 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
     )
     app.state.settings = settings
     app.state.clock = clock
-    app.state.limiter = RateLimiter(settings.assist_rate_per_minute)
+    app.state.limiter = make_limiter(settings)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
     docs.install(app)
     app.include_router(health.router)

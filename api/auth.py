@@ -8,10 +8,8 @@ by the workflow functions in :mod:`kb.workflows`, since they depend on the artic
 
 from __future__ import annotations
 
-import math
-import threading
-import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
@@ -33,7 +31,7 @@ from kb.permissions import (
 )
 
 __all__ = ["ADMIN", "AGENT", "APPROVER", "EVALUATOR", "EVERYONE", "OWNER", "STAFF", "Caller",
-           "RateLimiter", "allow", "get_caller"]
+           "allow", "bearer_caller", "get_caller"]
 
 Caller = Actor  # the HTTP caller is the same Actor the CLI's --as names
 
@@ -42,24 +40,29 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_caller(
-    request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-) -> Caller:
+def bearer_caller(engine: Engine, authorization: str | None, *, now: datetime) -> Caller:
+    """The caller an ``Authorization: Bearer`` header names; 401 when it names none."""
     from kb.identity import authenticate
 
     if not authorization or not authorization.lower().startswith("bearer "):
         raise _unauthorized("send an API token: 'Authorization: Bearer <token>' "
                             "(create one with `kb tokens create --user NAME`)")
-    engine: Engine = request.app.state.engine
     token = authorization[7:].strip()
     with Session(engine, expire_on_commit=False) as session:
         try:
-            user = authenticate(session, token=token, now=request.app.state.clock())
+            user = authenticate(session, token=token, now=now)
         except CanonError as exc:
             raise _unauthorized(str(exc)) from None
     return Caller(id=user.name, role=user.role, teams=user.teams, audiences=user.audiences,
                   token_id=user.token_id)
+
+
+def get_caller(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Caller:
+    return bearer_caller(request.app.state.engine, authorization,
+                         now=request.app.state.clock())
 
 
 def allow(action: str) -> Callable[..., Awaitable[Caller]]:
@@ -74,28 +77,3 @@ def allow(action: str) -> Callable[..., Awaitable[Caller]]:
         return caller
 
     return dependency
-
-
-class RateLimiter:
-    """Token bucket per API token (per process): ``per_minute`` requests, refilled evenly."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, key: str) -> None:
-        if self.per_minute <= 0:
-            return
-        rate = self.per_minute / 60.0
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.per_minute), now))
-            tokens = min(float(self.per_minute), tokens + (now - last) * rate)
-            if tokens < 1.0:
-                self._buckets[key] = (tokens, now)
-                retry = max(1, math.ceil((1.0 - tokens) / rate))
-                raise HTTPException(429, detail=f"rate limit of {self.per_minute} requests per "
-                                                "minute reached; retry later",
-                                    headers={"Retry-After": str(retry)})
-            self._buckets[key] = (tokens - 1.0, now)

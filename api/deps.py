@@ -13,7 +13,8 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.auth import Caller, RateLimiter, allow
+from api.auth import Caller, allow
+from api.ratelimit import RateLimiter
 from assist.answer import Assistant
 from kb.clock import Clock
 from kb.settings import Settings

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from assist.answer import AssistResult, Citation, Escalation
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+from kb.articles import MAX_TAG_CHARS
+from kb.text import plain_text
 
 
 class AssistRequest(BaseModel):
@@ -18,14 +17,26 @@ class AssistRequest(BaseModel):
                           description="The agent's question, as typed.")
     locale: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$",
                                description="BCP 47; falls back to the default locale.")
-    tags: list[str] | None = Field(default=None, max_length=20)
+    tags: list[Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS)]] | None = Field(
+        default=None, max_length=20)
     top_k: int | None = Field(default=None, ge=1, le=10)
+
+    # "before": the character is named before pydantic's own string checks refuse it.
+    @field_validator("question", mode="before")
+    @classmethod
+    def _plain(cls, value: object) -> object:
+        return plain_text(value, what="the question") if isinstance(value, str) else value
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _plain_tags(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [plain_text(v, what="a tag") if isinstance(v, str) else v for v in value]
+        return value
 
     @field_validator("question")
     @classmethod
     def _clean(cls, value: str) -> str:
-        if _CONTROL.search(value):
-            raise ValueError("the question contains control characters; send plain text")
         if not value.strip():
             raise ValueError("the question is blank; send the agent's question")
         return value.strip()
@@ -61,6 +72,11 @@ class FeedbackRequest(BaseModel):
     reason: Literal["wrong", "outdated", "unclear", "missing"] | None = None
     comment: str | None = Field(default=None, max_length=2000)
     passage: int = Field(default=0, ge=0, le=9, description="Which passage (0 = first).")
+
+    @field_validator("comment", mode="before")
+    @classmethod
+    def _plain(cls, value: object) -> object:
+        return plain_text(value, what="the comment") if isinstance(value, str) else value
 
 
 class FeedbackResponse(BaseModel):

@@ -107,8 +107,13 @@ def add_to_rollups(conn: Connection, entries: list[dict[str, Any]]) -> None:
             [{"day": d, "article_id": a, "n": n} for (d, a), n in sorted(cited.items())])
 
 
-def get_query(session: Session, *, query_id: str) -> QueryLog:
-    entry = session.get(QueryLog, query_id)
+def get_query(session: Session, *, query_id: str, audience: str | None = None) -> QueryLog:
+    """The logged query; with ``audience``, only one asked by that audience: another
+    audience's query is :class:`QueryNotFound`, by the same query as an unknown id."""
+    statement = select(QueryLog).where(QueryLog.id == query_id)
+    if audience is not None:
+        statement = statement.where(QueryLog.audience == audience)
+    entry = session.exec(statement).first()
     if entry is None:
         raise QueryNotFound(query_id)
     return entry

@@ -134,3 +134,9 @@ class IndexBusy(CanonError):
     """Another process is the embedded index's writer (a running server)."""
 
     code = "index_busy"
+
+
+class Unavailable(CanonError):
+    """A shared dependency (the database, the index server, Redis) does not answer."""
+
+    code = "unavailable"

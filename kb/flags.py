@@ -9,6 +9,7 @@ from sqlmodel import Session
 from kb import audit
 from kb.errors import Conflict, FlagNotFound, InvalidInput
 from kb.models import Article, Flag, QueryLog, utcnow
+from kb.redact import redact
 
 REASONS = ("wrong", "outdated", "unclear", "missing")
 RESOLUTIONS = ("fixed", "no_change", "duplicate", "wont_fix")
@@ -25,7 +26,9 @@ def create_flag(
     default_owner: str = "support-tier2",
     now: datetime | None = None,
 ) -> Flag:
-    """Flag passage ``passage`` of an answered query (or the gap, for a query without one)."""
+    """Flag passage ``passage`` of an answered query (or the gap, for a query without one).
+
+    The comment is stored redacted (:func:`kb.redact.redact`), as questions are."""
     if reason not in REASONS:
         raise InvalidInput(f"unknown reason '{reason}'; use one of {', '.join(REASONS)}")
     at = now or utcnow()
@@ -42,7 +45,7 @@ def create_flag(
         query_id=query.id, article_id=cited["article_id"] if cited else None,
         version_number=cited["version"] if cited else None,
         start=cited["start"] if cited else None, end=cited["end"] if cited else None,
-        owner=owner, reason=reason, comment=comment, created_by=by, created_at=at,
+        owner=owner, reason=reason, comment=redact(comment), created_by=by, created_at=at,
     )
     session.add(row)
     session.flush()

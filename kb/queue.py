@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 
 from kb.governance import statuses
 from kb.models import ArticleVersion, Flag, QueryLog, utcnow
+from kb.redact import redact
 
 GAP_REASONS = ("wrong", "missing")  # flags that say the knowledge base lacks the answer
 GapGrouper = Callable[[list[str]], Sequence[int]]  # a group number per question
@@ -95,7 +96,10 @@ def review_queue(
         items.append((1, -_days(now, flag.created_at), {
             "kind": "flag", "flag_id": flag.id, "article_id": flag.article_id,
             "version": flag.version_number, "owner": flag.owner, "reason": flag.reason,
-            "comment": flag.comment, "query_id": flag.query_id, "question": question,
+            # Stored redacted; redacted again on the way out for rows kept before the
+            # redactor improved (redaction is idempotent).
+            "comment": redact(flag.comment), "query_id": flag.query_id,
+            "question": redact(question),
             "span": {"start": flag.start, "end": flag.end, "text": span},
             "created_at": flag.created_at.isoformat(), "age_days": _days(now, flag.created_at)}))
     # A gap: a question with no answer, or whose answer an agent flagged as wrong or missing.

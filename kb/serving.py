@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection
 from sqlmodel import Session, col, func, select, update
 
+from kb.audience import visible
 from kb.freshness import Freshness, clock
 from kb.models import Approval, Article, ArticleVersion, GovernanceClock, Retirement, Review, utcnow
 
@@ -129,11 +130,14 @@ class ServedInfo:
 
 
 def served_info(
-    session: Session, *, article_ids: Sequence[str], now: datetime | None = None
+    session: Session, *, article_ids: Sequence[str], now: datetime | None = None,
+    audience: str | None = None,
 ) -> dict[str, ServedInfo]:
     """The served version (number, hash, approved metadata, freshness) of each article.
 
-    On the answer path: two plain-column queries, no ORM objects.
+    On the answer path: two plain-column queries, no ORM objects. With ``audience``, only the
+    articles that audience may see: a hidden article is dropped right after the first query,
+    so it leaves by the same path, with the same work, as one that does not exist.
     """
     if not article_ids:
         return {}
@@ -152,6 +156,9 @@ def served_info(
         approved.setdefault(article_id, []).append((number, sha, at, dict(meta)))
     for versions in approved.values():
         versions.sort(key=lambda v: -v[0])  # the newest is served, the next is its previous
+    if audience is not None:  # the served (newest) version's audience decides
+        approved = {a: vs for a, vs in approved.items()
+                    if visible(vs[0][3].get("audience", []), audience)}
     verified: dict[tuple[str, int], list[datetime]] = {}
     if approved:
         for article_id, number, at in session.exec(

@@ -35,6 +35,7 @@ NESTED_DELIMITER = "__"
 # ``KB_*`` variables read by something other than Settings; they are not settings, yet valid.
 FOREIGN_VARIABLES: dict[str, str] = {
     "KB_TEST_DATABASE_URL": "PostgreSQL URL the test suite also runs against (tests only).",
+    "KB_TEST_REDIS_URL": "Redis URL the shared rate-limit tests use (tests only).",
     "KB_TOKEN": "API token for `kb eval run --url` (the `--token` option).",
 }
 
@@ -156,11 +157,19 @@ class Settings(BaseSettings):
         default=None,
         description="A Chroma server (`chroma run`) shared by workers and machines, e.g. "
                     "`http://chroma:8000`; unset: embedded under the data directory.")
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis shared by workers and machines for rate limits, e.g. "
+                    "`redis://127.0.0.1:6379/0`; unset: each process counts its own.")
     allow_self_approval: bool = Field(
         default=False, description="`true` turns the four-eyes rule off.")
     assist_rate_per_minute: int = Field(
-        default=600, ge=0, description="`/v1/assist` calls per API token per minute; "
+        default=600, ge=0, description="`/v1/assist` calls per API token per minute, shared "
+                                       "by every worker when `KB_REDIS_URL` is set; "
                                        "0 = unlimited.")
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest HTTP request body accepted "
+        "(413); checked before the body is read, after the API token (401 without one).")
     max_article_bytes: int = Field(
         default=512 * 1024, ge=1024, description="Largest article file accepted.")
     now: datetime | None = Field(

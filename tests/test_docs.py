@@ -128,7 +128,8 @@ def test_readyz_reports_what_is_missing(app_client: TestClient, engine: Engine) 
     r = app_client.get("/readyz")  # no assistant: the lifespan did not run
     assert r.status_code == 503
     assert r.json() == {"status": "not ready", "database": "ok",
-                        "index": "error: AttributeError", "index_lag": "error: AttributeError"}
+                        "index": "error: AttributeError", "rate_limits": "ok (per process)",
+                        "index_lag": "error: AttributeError"}
 
 
 def _dumps(data: dict[str, Any]) -> bytes:

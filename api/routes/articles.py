@@ -5,21 +5,26 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import AnyCaller, SessionDep
+from api.params import ArticleId
+from api.responses import declare
 from api.schemas import ApprovedBlockOut, ArticleOut, SectionOut
 from kb.articles import parse_article
-from kb.audience import visible
 from kb.errors import ArticleNotFound
 from kb.governance import get_version, served_info
 
 router = APIRouter(prefix="/v1/articles", tags=["articles"])
 
 
-@router.get("/{article_id}", response_model=ArticleOut)
-def served_article(article_id: str, caller: AnyCaller, session: SessionDep) -> ArticleOut:
+@router.get("/{article_id}", response_model=ArticleOut,
+            responses=declare(params=True, not_found="No such article served to the caller's "
+                                                     "audience (hidden and absent look alike)."))
+def served_article(article_id: ArticleId, caller: AnyCaller, session: SessionDep) -> ArticleOut:
     """The served version. High-risk articles show only their approved blocks."""
-    info = served_info(session, article_ids=[article_id]).get(article_id)
-    if info is None or not visible(info.meta.get("audience", []), caller.audience):
-        # The same answer for "hidden" and "absent": nothing leaks across audiences.
+    # Scoped in the lookup: "hidden" and "absent" leave by one path with one answer, so
+    # nothing leaks across audiences, not even by timing.
+    info = served_info(session, article_ids=[article_id],
+                       audience=caller.audience).get(article_id)
+    if info is None:
         raise ArticleNotFound(article_id)
     version = get_version(session, article_id=article_id, number=info.version)
     parsed = parse_article(version.text, path=article_id)

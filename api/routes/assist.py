@@ -6,15 +6,18 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AnyCaller, AssistDep, ClockDep, LimiterDep, SessionDep, SettingsDep
+from api.params import QueryId
+from api.responses import declare
 from api.schemas import AssistRequest, AssistResponse, FeedbackRequest, FeedbackResponse
 from assist.answer import Question
 from kb import audit, flags
-from kb.errors import Forbidden, InvalidInput
+from kb.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/assist", tags=["assist"])
 
 
-@router.post("", response_model=AssistResponse)
+@router.post("", response_model=AssistResponse,
+             responses=declare(body=True, rate_limited=True))
 async def assist(body: AssistRequest, caller: AnyCaller, assistant: AssistDep,
                  limiter: LimiterDep) -> AssistResponse:
     """Approved text only, verbatim, with citations — or an escalation with a handoff."""
@@ -26,13 +29,16 @@ async def assist(body: AssistRequest, caller: AnyCaller, assistant: AssistDep,
     return AssistResponse.from_result(result)
 
 
-@router.post("/{query_id}/feedback", response_model=FeedbackResponse)
-def feedback(query_id: str, body: FeedbackRequest, caller: AnyCaller,
+@router.post("/{query_id}/feedback", response_model=FeedbackResponse,
+             responses=declare(body=True, not_found="No query with this id asked by the "
+                                                     "caller's audience.",
+                               invalid_input="no `reason` for an unhelpful answer, or a "
+                                             "`passage` the answer did not have."))
+def feedback(query_id: QueryId, body: FeedbackRequest, caller: AnyCaller,
              session: SessionDep, settings: SettingsDep, clock: ClockDep) -> FeedbackResponse:
     """Flag an answer: the flag lands on the cited version's owner's desk."""
-    entry = audit.get_query(session, query_id=query_id)
-    if entry.audience != caller.audience:
-        raise Forbidden("this query was asked by another audience; flag your own answers")
+    # Another audience's query is "not found", by the same lookup as an unknown id.
+    entry = audit.get_query(session, query_id=query_id, audience=caller.audience)
     if body.helpful:
         audit.record(session, actor=caller.id, action="feedback_helpful",
                      details={"query_id": query_id}, at=clock())

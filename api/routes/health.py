@@ -36,6 +36,9 @@ def readyz(request: Request, response: Response) -> ReadyOut:
         checks["index"] = f"ok ({len(catalog.chunks)} chunks)"
     except Exception as exc:
         checks["index"] = f"error: {type(exc).__name__}"
+    limiter = getattr(request.app.state, "limiter", None)
+    if limiter is not None:
+        checks["rate_limits"] = limiter.ping()
     lag_info: dict[str, object] = {}
     follower = getattr(request.app.state, "follower", None)
     try:

@@ -5,13 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import ClockDep, InsightCaller, SessionDep
+from api.responses import declare
 from api.schemas import KnowledgeHealthOut
 from evals.health import knowledge_health
 
 router = APIRouter(prefix="/v1/health", tags=["health"])
 
 
-@router.get("/knowledge", response_model=KnowledgeHealthOut)
+@router.get("/knowledge", response_model=KnowledgeHealthOut,
+            responses=declare(role="The caller's role may not read knowledge health."))
 def knowledge(caller: InsightCaller, session: SessionDep,
               clock: ClockDep) -> KnowledgeHealthOut:
     """Freshness, ownership, usage, outcomes, flags, approval lag and duplicates."""

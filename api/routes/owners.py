@@ -3,9 +3,7 @@ same one the CLI calls, so both faces apply the same rules; the index follows ev
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -22,16 +20,16 @@ from api.deps import (
     SessionDep,
     StaffCaller,
 )
+from api.params import ArticleId, FlagId, FromVersion, ToVersion, VersionNumber
+from api.responses import declare
 from api.schemas import (
     ApprovalBlockedOut,
     ApprovedOut,
     ArticleHistoryOut,
     ArticleStatusOut,
-    AuthErrorOut,
     DiffOut,
     ErrorOut,
     FlagResolvedOut,
-    RequestInvalidOut,
     RetiredOut,
     ReviewedOut,
     ReviewQueueOut,
@@ -41,29 +39,8 @@ from kb.queue import review_queue
 
 router = APIRouter(prefix="/v1", tags=["owners"])
 
-# The error responses each route declares. 401 and a role's 403 come from api/auth.py
-# (`{"detail": ...}`); the domain's refusals from api/errors.py (`{"error", "detail"}`).
-_Responses = dict[int | str, dict[str, Any]]
-_UNAUTHENTICATED: _Responses = {
-    401: {"model": AuthErrorOut,
-          "description": "No API token, or an invalid, expired or revoked one."}}
-_ROLE: _Responses = {
-    **_UNAUTHENTICATED,
-    403: {"model": AuthErrorOut, "description": "The caller's role may not do this."}}
-
-
-def _refused(*, forbidden: str, not_found: str | None = None,
-             conflict: str | None = None) -> _Responses:
-    """401, 403 (a role from api/auth.py; a team or the four-eyes rule from the domain),
-    and the domain's 404 and 409 when the route can give them."""
-    out: _Responses = {**_UNAUTHENTICATED,
-                       403: {"model": AuthErrorOut | ErrorOut, "description": forbidden}}
-    if not_found:
-        out[404] = {"model": ErrorOut, "description": not_found}
-    if conflict:
-        out[409] = {"model": ErrorOut, "description": conflict}
-    return out
-
+_ROLE = "The caller's role may not do this."
+_QUERY_ROLE = declare(role=_ROLE)
 
 class ApproveBody(BaseModel):
     note: str = Field(default="", max_length=2000)
@@ -89,7 +66,7 @@ def _teams(caller: Caller) -> list[str] | None:
     return None if caller.is_admin else list(caller.teams)
 
 
-@router.get("/review-queue", response_model=ReviewQueueOut, responses=_ROLE)
+@router.get("/review-queue", response_model=ReviewQueueOut, responses=_QUERY_ROLE)
 def queue(caller: QueueCaller, session: SessionDep, clock: ClockDep,
           assistant: AssistDep) -> ReviewQueueOut:
     """Stale and due-soon articles, pending versions, open flags and content gaps for the
@@ -103,7 +80,7 @@ def queue(caller: QueueCaller, session: SessionDep, clock: ClockDep,
         {"teams": _teams(caller) or "all", "counts": counts, "items": items})
 
 
-@router.get("/articles", response_model=list[ArticleStatusOut], responses=_ROLE)
+@router.get("/articles", response_model=list[ArticleStatusOut], responses=_QUERY_ROLE)
 def list_articles(caller: StaffCaller, session: SessionDep,
                   clock: ClockDep) -> list[ArticleStatusOut]:
     """Every article with its governance state."""
@@ -112,17 +89,16 @@ def list_articles(caller: StaffCaller, session: SessionDep,
 
 
 @router.get("/articles/{article_id}/versions", response_model=ArticleHistoryOut,
-            responses={**_ROLE, 404: {"model": ErrorOut, "description": "No such article."}})
-def versions(article_id: str, caller: StaffCaller, session: SessionDep) -> ArticleHistoryOut:
+            responses=declare(role=_ROLE, params=True, not_found="No such article."))
+def versions(article_id: ArticleId, caller: StaffCaller, session: SessionDep) -> ArticleHistoryOut:
     """Every version with author, approval, reviews and retirements."""
     return ArticleHistoryOut.model_validate(governance.history(session, article_id=article_id))
 
 
 @router.get("/articles/{article_id}/diff", response_model=DiffOut,
-            responses={**_ROLE, 404: {"model": ErrorOut,
-                                        "description": "No such article or version."}})
-def diff(article_id: str, caller: StaffCaller, session: SessionDep,
-         from_: int = Query(alias="from", ge=1), to: int = Query(ge=1)) -> DiffOut:
+            responses=declare(role=_ROLE, params=True, not_found="No such article or version."))
+def diff(article_id: ArticleId, caller: StaffCaller, session: SessionDep,
+         from_: FromVersion, to: ToVersion) -> DiffOut:
     """Unified diff between two versions."""
     return DiffOut.model_validate(
         {"article_id": article_id, "from": from_, "to": to,
@@ -136,25 +112,23 @@ def _follow(request: Request) -> None:
         follower.step(force=True)
 
 
-_APPROVE_REFUSED: _Responses = {
-    **_refused(forbidden="The role or team may not approve this article, or the caller "
-                         "authored the version (four-eyes rule).",
-               not_found="No such article or version."),
-    409: {"model": ApprovalBlockedOut | ErrorOut,
-          "description": "The version is superseded, a draft or already approved "
-                         "(`conflict`), or findings block it (`approval_blocked`, with "
-                         "`findings`) unless forced with a note."},
-    422: {"model": RequestInvalidOut | ErrorOut,
-          "description": "An invalid body, or `force` without a note (`invalid_input`)."},
-}
+_APPROVE_REFUSED = declare(
+    role=_ROLE, forbidden="The team may not approve this article, or the caller authored "
+                          "the version (four-eyes rule).",
+    body=True, not_found="No such article or version.",
+    invalid_input="`force` without a note.",
+    extra={409: {"model": ApprovalBlockedOut | ErrorOut,
+                 "description": "The version is superseded, a draft or already approved "
+                                "(`conflict`), or findings block it (`approval_blocked`, with "
+                                "`findings`) unless forced with a note."}})
 
 
 # response_model_exclude_unset: a finding is sent with exactly the keys its check gave.
 @router.post("/articles/{article_id}/versions/{number}/approve", response_model=ApprovedOut,
              response_model_exclude_unset=True, responses=_APPROVE_REFUSED)
-async def approve(article_id: str, number: int, body: ApproveBody, caller: ApproverCaller,
-                  session: SessionDep, assistant: AssistDep, clock: ClockDep,
-                  request: Request) -> ApprovedOut:
+async def approve(article_id: ArticleId, number: VersionNumber, body: ApproveBody,
+                  caller: ApproverCaller, session: SessionDep, assistant: AssistDep,
+                  clock: ClockDep, request: Request) -> ApprovedOut:
     """Approve a pending version. 403 for a role or team that may not approve it or for the
     version's own author (four-eyes); 409 for a superseded, draft or already approved
     version, or for findings (conflicting statements, suite expectations that would break,
@@ -171,11 +145,11 @@ async def approve(article_id: str, number: int, body: ApproveBody, caller: Appro
 
 
 @router.post("/articles/{article_id}/review", response_model=ReviewedOut,
-             responses=_refused(
-                 forbidden="The role or team may not review this article.",
+             responses=declare(
+                 role=_ROLE, forbidden="The team may not review this article.", body=True,
                  not_found="No such article.",
                  conflict="The article has no approved version to review (`not_approved`)."))
-def review(article_id: str, body: ReviewBody, caller: ReviewCaller, session: SessionDep,
+def review(article_id: ArticleId, body: ReviewBody, caller: ReviewCaller, session: SessionDep,
            clock: ClockDep) -> ReviewedOut:
     """Record a re-verification of the served version (restarts the review clock)."""
     r = workflows.review(session, actor=caller, article_id=article_id, outcome=body.outcome,
@@ -185,10 +159,10 @@ def review(article_id: str, body: ReviewBody, caller: ReviewCaller, session: Ses
 
 
 @router.post("/articles/{article_id}/retire", response_model=RetiredOut,
-             responses=_refused(forbidden="The role or team may not retire this article.",
-                                not_found="No such article.",
-                                conflict="The article is already retired."))
-async def retire(article_id: str, body: RetireBody, caller: RetireCaller, session: SessionDep,
+             responses=declare(role=_ROLE, forbidden="The team may not retire this article.",
+                               body=True, not_found="No such article.",
+                               conflict="The article is already retired."))
+async def retire(article_id: ArticleId, body: RetireBody, caller: RetireCaller, session: SessionDep,
                  clock: ClockDep, request: Request) -> RetiredOut:
     """Stop serving the article."""
     r = workflows.retire(session, actor=caller, article_id=article_id, note=body.note,
@@ -199,10 +173,10 @@ async def retire(article_id: str, body: RetireBody, caller: RetireCaller, sessio
 
 
 @router.post("/flags/{flag_id}/resolve", response_model=FlagResolvedOut,
-             responses=_refused(
-                 forbidden="The role may not resolve flags, or the flag is another team's.",
+             responses=declare(
+                 role=_ROLE, forbidden="The flag is another team's.", body=True,
                  not_found="No such flag.", conflict="The flag is already resolved."))
-def resolve(flag_id: int, body: ResolveBody, caller: ResolveCaller, session: SessionDep,
+def resolve(flag_id: FlagId, body: ResolveBody, caller: ResolveCaller, session: SessionDep,
             clock: ClockDep) -> FlagResolvedOut:
     """Close an agent's flag with a resolution."""
     f = workflows.resolve_flag(session, actor=caller, flag_id=flag_id,
