@@ -366,3 +366,42 @@ def test_sign_out_ends_the_session(browser: Any, world: World) -> None:
     page.goto(f"{world.base}/ui/desk")
     assert "/ui/sign-in" in page.url
     ctx.close()
+
+
+# --- the health dashboard ----------------------------------------------------------------
+
+
+def test_dashboard_renders_every_chart_from_the_seeded_log(browser: Any, world: World,
+                                                           shots: Path) -> None:
+    ctx = _context(browser)
+    page = ctx.new_page()
+    sign_in(page, world, "risk-approver")
+    page.goto(f"{world.base}/ui/health")
+    figures = page.locator("figure.chart")
+    ids = [figures.nth(i).get_attribute("id") for i in range(figures.count())]
+    expected = {"chart-outcomes", "chart-volume", "chart-freshness", "chart-overdue",
+                "chart-flags-open", "chart-flags-resolve", "chart-approval-lag",
+                "chart-gaps", "chart-citations", "chart-vendor-acme", "chart-vendor-globex",
+                "chart-eval-0"}
+    assert expected <= set(ids), ids
+    for i in range(figures.count()):
+        figure = figures.nth(i)
+        svg = figure.locator("svg")
+        assert svg.get_attribute("role") == "img" and svg.bounding_box()["height"] > 40
+        assert "no data" not in (svg.text_content() or ""), figure.get_attribute("id")
+        assert figure.locator("tbody tr").count() >= 1
+    # Dates on the axis, units in the table view.
+    outcomes = page.locator("#chart-outcomes")
+    assert re.search(r"\d{4}-\d{2}-\d{2} to \d{4}-\d{2}-\d{2}", outcomes.inner_text())
+    outcomes.get_by_text("Table of the numbers").click()
+    assert "answered (%)" in outcomes.locator("thead").inner_text()
+    assert re.fullmatch(r"\d+%", outcomes.locator("tbody tr td").first.inner_text())
+    scorecard = page.locator("table", has=page.get_by_text("Flags raised"))
+    acme = scorecard.locator("tr", has_text="vendor:acme")
+    assert re.search(r"\d+%", acme.inner_text()) and "can i pay with crypto" in \
+        scorecard.inner_text() + page.locator("#chart-gaps").inner_text()
+    page.get_by_role("button", name="Compare").click()
+    assert "cases changed outcome" in page.content()
+    page.screenshot(path=str(shots / "health-dashboard.png"), full_page=True)
+    assert_accessible(page)
+    ctx.close()

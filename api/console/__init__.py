@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api.console import agent, desk, signin
+from api.console import agent, dashboard, desk, signin
 from api.console.base import HERE
 
 
@@ -14,5 +14,6 @@ def install(app: FastAPI) -> None:
     app.include_router(signin.router)
     app.include_router(agent.router)
     app.include_router(desk.router)
+    app.include_router(dashboard.router)
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.include_router(agent.fallback)  # last: every other /ui address is the console's 404
