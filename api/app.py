@@ -9,8 +9,9 @@ from fastapi import FastAPI
 
 from api import console, docs, errors
 from api.limits import BodyLimit
+from api.metrics import Metrics, RequestMetrics
 from api.ratelimit import make_limiter
-from api.routes import articles, assist, health, health_knowledge, owners
+from api.routes import articles, assist, health, health_knowledge, metrics, owners
 from assist.answer import Assistant
 from kb import db
 from kb.clock import Clock, clock_for
@@ -67,7 +68,9 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
     app.state.settings = settings
     app.state.clock = clock
     app.state.limiter = make_limiter(settings)
+    app.state.metrics = Metrics()
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: counts all
     errors.install(app)
     docs.install(app)
     app.include_router(health.router)
@@ -75,5 +78,6 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
     app.include_router(articles.router)
     app.include_router(health_knowledge.router)
     app.include_router(owners.router)
+    app.include_router(metrics.router)
     console.install(app)
     return app

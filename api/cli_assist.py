@@ -173,8 +173,27 @@ def serve(
                        "server process. Run a Chroma server (`chroma run --path DIR`) and set "
                        "KB_CHROMA_URL (and KB_DATABASE_URL to PostgreSQL), or use --workers 1"))
 
+    if workers > 1:
+        _multiprocess_metrics()
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False)
+
+
+def _multiprocess_metrics() -> None:
+    """Several workers: prometheus-client's multiprocess mode (api/metrics.py). The workers
+    inherit PROMETHEUS_MULTIPROC_DIR (a fresh directory when unset); samples a previous run
+    left there are removed, as prometheus-client requires."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="canon-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for stale in Path(directory).glob("*.db"):
+        stale.unlink()
 
 
 def register(app: typer.Typer) -> None:

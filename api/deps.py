@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from api.auth import Caller, allow
+from api.metrics import Metrics
 from api.ratelimit import RateLimiter
 from assist.answer import Assistant
 from kb.clock import Clock
@@ -67,3 +68,11 @@ async def get_limiter(request: Request) -> RateLimiter:
 
 
 LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
+
+
+async def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -281,6 +281,20 @@ def test_health_probes(demo: dict[str, Any]) -> None:
     assert {"passage_sha256", "content_sha256", "anchor", "section"} <= set(citation)
 
 
+def test_metrics_report_the_index_and_outcomes(demo: dict[str, Any]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    demo["client"].post("/v1/assist", json={"question": "How long is the refund window?"},
+                        headers=auth(demo, VENDOR))
+    text = demo["client"].get("/metrics").text
+    found = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+             if not s.labels}
+    assert found["canon_index_chunks"] > 10
+    assert found["canon_index_lag_seconds"] == 0 and found["canon_index_behind_articles"] == 0
+    assert "canon_stale_articles" in found
+    assert 'canon_assist_outcomes_total{audience="vendor:acme"' in text
+
+
 def test_cross_tenant_isolation_over_1000_pairs(demo: dict[str, Any]) -> None:
     """Two vendors' agents ask the same generated questions; neither ever receives the other's
     vendor-only passages or any internal-only passage (nor sees them in a handoff)."""

@@ -39,9 +39,10 @@ from kb.sync import sync_folder
 
 from .conftest import write_article
 
-# Not API routes: the schema itself, the docs pages and their assets (api/docs.py).
+# Not API routes: the schema itself, the docs pages and their assets (api/docs.py), and
+# the Prometheus scrape (api/routes/metrics.py).
 NOT_API = {"/openapi.json", docs.DOCS_URL, docs.REDOC_URL, docs.OAUTH2_REDIRECT_URL,
-           docs.STATIC_URL}
+           docs.STATIC_URL, "/metrics"}
 
 APPROVE = "/v1/articles/{article_id}/versions/{number}/approve"
 # Route -> the statuses it declares: 401 always; 403 role (and team, four-eyes); 404 unknown

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from api.console.base import Caller, ConsoleRoute, CsrfDep, PageNotFound, render
 from api.console.markdown import RenderedSection, block_html, cached_sections
-from api.deps import AssistDep, ClockDep, LimiterDep, SessionDep, SettingsDep
+from api.deps import AssistDep, ClockDep, LimiterDep, MetricsDep, SessionDep, SettingsDep
 from api.routes import articles as articles_route
 from api.routes import assist as assist_route
 from api.schemas import AssistRequest, AssistResponse, FeedbackRequest
@@ -41,7 +41,7 @@ def ask_page(request: Request, caller: Caller) -> Response:
 
 @router.post("/ask")
 async def ask(request: Request, caller: Caller, _: CsrfDep, assistant: AssistDep,
-              limiter: LimiterDep,
+              limiter: LimiterDep, metrics: MetricsDep,
               question: Annotated[str, Form(max_length=4000)] = "") -> Response:
     try:
         body = AssistRequest(question=question)
@@ -49,7 +49,7 @@ async def ask(request: Request, caller: Caller, _: CsrfDep, assistant: AssistDep
         message = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
         return render(request, "ask.html", status=422, question=question, answer=None,
                       error=message, reasons=REASONS)
-    answer = await assist_route.assist(body, caller, assistant, limiter)
+    answer = await assist_route.assist(body, caller, assistant, limiter, metrics)
     return render(request, "ask.html", question=question, answer=answer, error=None,
                   reasons=REASONS, handoff=handoff_text(answer))
 

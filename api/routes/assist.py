@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AnyCaller, AssistDep, ClockDep, LimiterDep, SessionDep, SettingsDep
+from api.deps import (
+    AnyCaller,
+    AssistDep,
+    ClockDep,
+    LimiterDep,
+    MetricsDep,
+    SessionDep,
+    SettingsDep,
+)
 from api.params import QueryId
 from api.responses import declare
 from api.schemas import AssistRequest, AssistResponse, FeedbackRequest, FeedbackResponse
@@ -19,13 +27,15 @@ router = APIRouter(prefix="/v1/assist", tags=["assist"])
 @router.post("", response_model=AssistResponse,
              responses=declare(body=True, rate_limited=True))
 async def assist(body: AssistRequest, caller: AnyCaller, assistant: AssistDep,
-                 limiter: LimiterDep) -> AssistResponse:
+                 limiter: LimiterDep, metrics: MetricsDep) -> AssistResponse:
     """Approved text only, verbatim, with citations — or an escalation with a handoff."""
     limiter.check(caller.token_id or caller.id)
     q = Question(text=body.question, audience=caller.audience, caller=caller.id,
                  locale=body.locale, tags=frozenset(t.lower() for t in body.tags or []),
                  top_k=body.top_k)
     result = await run_in_threadpool(assistant.ask, q)
+    metrics.assist_outcome(status=result.status, audience=caller.audience,
+                           reason=result.escalation.reason if result.escalation else None)
     return AssistResponse.from_result(result)
 
 

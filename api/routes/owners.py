@@ -3,6 +3,8 @@ same one the CLI calls, so both faces apply the same rules; the index follows ev
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -133,11 +135,13 @@ async def approve(article_id: ArticleId, number: VersionNumber, body: ApproveBod
     version's own author (four-eyes); 409 for a superseded, draft or already approved
     version, or for findings (conflicting statements, suite expectations that would break,
     questions it would stop answering) unless forced with a note."""
+    started = time.perf_counter()
     outcome = await run_in_threadpool(
         workflows.approve, session, actor=caller, article_id=article_id, version=number,
         note=body.note, force=body.force, allow_self=assistant.settings.allow_self_approval,
         checks=approval_checks(assistant), clock=clock)
     await run_in_threadpool(_follow, request)
+    request.app.state.metrics.approvals.observe(time.perf_counter() - started)
     a = outcome.approval
     return ApprovedOut.model_validate(
         {"article_id": article_id, "version": number, "approver": a.approver,
