@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import docs, errors
+from api import console, docs, errors
 from api.limits import BodyLimit
 from api.metrics import Metrics, RequestMetrics
 from api.ratelimit import make_limiter
@@ -79,4 +79,5 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
     app.include_router(health_knowledge.router)
     app.include_router(owners.router)
     app.include_router(metrics.router)
+    console.install(app)
     return app

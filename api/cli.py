@@ -442,6 +442,10 @@ def _demo_users(c: Ctx) -> None:
               + ", ".join(f"{u['name']} ({u['role']})" for u in DEMO_USERS))
 
 
+# Users `kb demo` prints a token for: one per face of the web console.
+DEMO_TOKENS = {"acme-agent": "agent: the answer panel", "billing-owner": "owner: the desk",
+               "risk-approver": "approver: approvals and the health dashboard"}
+
 DEMO_QUESTIONS = [
     "customer cancelled their annual plan 20 days in, can they get a refund?",
     "customer says a charge on their bill is wrong and wants to dispute it",
@@ -482,8 +486,9 @@ def demo(ctx: typer.Context) -> None:
             rows = governance.statuses(session, now=c.clock())
             queue = governance.stale_articles(session, due_within=timedelta(days=14),
                                               now=c.clock())
-            _, token = create_token(session, user="acme-agent", expires_in=timedelta(days=7),
-                                    by=DEMO_ADMIN, note="kb demo", now=c.clock())
+            tokens = {user: create_token(session, user=user, expires_in=timedelta(days=7),
+                                         by=DEMO_ADMIN, note="kb demo", now=c.clock())[1]
+                      for user in DEMO_TOKENS}
     except CanonError as exc:
         fail(exc)
     _after_governance_change(c)
@@ -491,8 +496,11 @@ def demo(ctx: typer.Context) -> None:
     out.print(_status_table(rows, "Articles"))
     out.rule("5. review queue: stale or due within 14 days")
     out.print(_status_table(queue, "Review queue"))
-    out.rule("6. an API token for the Acme agent")
-    out.print(f"API token for acme-agent (valid 7 days, shown once):\n{token}")
+    out.rule("6. API tokens (valid 7 days, shown once): the API, and the web console at /ui")
+    for user, role in DEMO_TOKENS.items():
+        out.print(f"{user} ({role}):\n{tokens[user]}")
+    out.print("Start `kb serve`, open http://127.0.0.1:8000/ui and sign in with a token: the "
+              "agent's answer panel, the owners' desk, the health dashboard.")
     out.rule("7. an Acme agent asks (approved text only, verbatim, with citations)")
     for question in DEMO_QUESTIONS:
         out.print(f"\n[bold]> {question}[/bold]")

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine
 from sqlmodel import Session, col, select
 
 from assist.batching import Batcher
+from assist.calibration import Policy, confidence, policy_for
 from assist.chunks import passage_sha256
 from assist.gaps import MeaningGroups
 from assist.index import ChunkIndex
@@ -35,6 +36,7 @@ from assist.statements import (
 from assist.statements import conflicting as conflicting  # re-exported (moved)
 from assist.statements import quantities as quantities  # re-exported (moved)
 from kb import audit
+from kb import tuning as tunings
 from kb.audience import caller_views, visible
 from kb.clock import Clock, system_clock
 from kb.governance import ServedInfo, governance_tick, served_info
@@ -156,10 +158,14 @@ class Assistant:
     """The answer path behind ``POST /v1/assist`` and ``kb eval run``."""
 
     def __init__(self, *, engine: Engine, index: ChunkIndex, settings: Settings,
-                 clock: Clock = system_clock) -> None:
+                 clock: Clock = system_clock, use_tuning: bool = True) -> None:
         self.engine = engine
         self.index = index
         self.settings = settings
+        # The retrieval and abstention in use: the settings, with the tuning record in use
+        # applied (re-read whenever the governance clock moves; see kb/tuning.py).
+        self.use_tuning = use_tuning
+        self.policy: Policy = policy_for(settings, None)
         self.clock = clock  # freshness and the query log read time only from here
         self.max_lag_seconds = settings.index.max_lag_seconds
         # Unanswered questions grouped by meaning, for the owners' queue.
@@ -181,15 +187,21 @@ class Assistant:
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _served_infos(self, conn: Connection, article_ids: list[str]) -> dict[str, ServedInfo]:
-        """What the database serves now for these articles.
-
-        One tiny query reads the governance clock; only if it moved (an approval, review or
-        retirement committed) or an article was never looked up are the facts re-read.
-        """
+    def follow(self, conn: Connection) -> Policy:
+        """Catch up with the database: one tiny query reads the governance clock; if it
+        moved (an approval, review, retirement or tuning change committed by any process),
+        the served facts are dropped and the tuning in use is re-read."""
         tick = governance_tick(conn)
         if tick != self._tick:
-            self._served, self._tick = {}, tick
+            self._served = {}
+            active = tunings.active(conn) if self.use_tuning else None
+            self.policy = policy_for(self.settings, active)
+            self._tick = tick
+        return self.policy
+
+    def _served_infos(self, conn: Connection, article_ids: list[str]) -> dict[str, ServedInfo]:
+        """What the database serves now for these articles (re-read only when
+        :meth:`follow` saw the governance clock move, or for an article never looked up)."""
         missing = [a for a in article_ids if a not in self._served]
         if missing:
             with Session(bind=conn) as session:
@@ -296,28 +308,32 @@ class Assistant:
         vector, dense = self.index.search(q.text, views=views, locale=locale, n=n)
         result = AssistResult(query_id=query_id, status=NO_ANSWER)
 
-        candidates = self._candidates(q.text, vector, views, locale, q.tags, dense=dense,
-                                      lexical=lexical.result() if lexical else None)
-        if locale != cfg.default_locale and self._confidence(candidates) < cfg.min_score:
-            fallback = self._candidates(q.text, vector, views, cfg.default_locale, q.tags)
-            if fallback:
-                result.warnings.append({
-                    "code": "locale_fallback",
-                    "message": f"no approved answer in '{locale}'; showing "
-                               f"'{cfg.default_locale}' text"})
-                candidates = fallback
-
-        # Only the best few articles can reach the answer; check those against the database.
-        shortlist = list(dict.fromkeys(c.chunk.article_id for c in candidates))[:SHORTLIST]
-        listed = set(shortlist)
-        candidates = [c for c in candidates if c.chunk.article_id in listed]
         with self.engine.connect() as conn:
+            policy = self.follow(conn)
+            candidates = self._candidates(policy, q.text, vector, views, locale, q.tags,
+                                          dense=dense,
+                                          lexical=lexical.result() if lexical else None)
+            if locale != cfg.default_locale and confidence(candidates) < cfg.min_score:
+                fallback = self._candidates(policy, q.text, vector, views, cfg.default_locale,
+                                            q.tags)
+                if fallback:
+                    result.warnings.append({
+                        "code": "locale_fallback",
+                        "message": f"no approved answer in '{locale}'; showing "
+                                   f"'{cfg.default_locale}' text"})
+                    candidates = fallback
+
+            # Only the best few articles can reach the answer; check those against the
+            # database.
+            shortlist = list(dict.fromkeys(c.chunk.article_id for c in candidates))[:SHORTLIST]
+            listed = set(shortlist)
+            candidates = [c for c in candidates if c.chunk.article_id in listed]
             infos = self._as_indexed(self._served_infos(conn, shortlist), candidates)
             self._version_texts(conn, {(i.article_id, i.version, i.content_sha256)
                                           for i in infos.values()})
             valid = [c for c in candidates
                      if self._valid(c, infos.get(c.chunk.article_id), q.audience)]
-            self._decide(result, valid, infos, redacted, top_k, q.text)
+            self._decide(policy, result, valid, infos, redacted, top_k, q.text)
         result.latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         self._audit.submit(dict(
             id=query_id, at=self.clock(), caller=q.caller, audience=q.audience, locale=locale,
@@ -333,31 +349,24 @@ class Assistant:
         ))
         return result
 
-    def _candidates(self, text: str, vector: Any, views: tuple[str, ...], locale: str,
-                    tags: frozenset[str], *, dense: list[tuple[str, float]] | None = None,
+    def _candidates(self, policy: Policy, text: str, vector: Any, views: tuple[str, ...],
+                    locale: str, tags: frozenset[str], *,
+                    dense: list[tuple[str, float]] | None = None,
                     lexical: list[tuple[str, float]] | None = None) -> list[Candidate]:
         return retrieve(self.index, question=text, vector=vector, views=views, locale=locale,
-                        settings=self.settings.retrieval, tags=tags, dense=dense,
-                        lexical=lexical)
+                        settings=policy.retrieval, tags=tags, dense=dense, lexical=lexical)
 
-    def _confidence(self, candidates: list[Candidate]) -> float:
-        """How close the best evidence is to the question (max cosine similarity)."""
-        dense = [c.dense for c in candidates if c.dense is not None]
-        if dense:
-            return max(dense)
-        return 1.0 if candidates else 0.0
-
-    def _decide(self, result: AssistResult, valid: list[Candidate],
+    def _decide(self, policy: Policy, result: AssistResult, valid: list[Candidate],
                 infos: dict[str, ServedInfo], question: str, top_k: int,
                 raw_question: str = "") -> None:
         cfg = self.settings.answer
-        weak = not valid or self._confidence(valid) < cfg.min_score or (
-            self.settings.retrieval.fusion != "dense"
-            and self.index.coverage(raw_question, valid[0].chunk.id) < cfg.min_coverage)
+        weak = policy.abstains(
+            valid, coverage=lambda c: self.index.coverage(raw_question, c.chunk.id),
+            lexical_ceiling=lambda: self.index.lexical_ceiling(raw_question))
         if weak:
             best = valid[0] if valid else None
             team = None
-            if best is not None and self._confidence(valid) >= cfg.min_score:
+            if best is not None and confidence(valid) >= cfg.min_score:
                 team = infos[best.chunk.article_id].meta.get("escalate_to")
             result.status = NO_ANSWER
             result.escalation = self._escalation(

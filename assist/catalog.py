@@ -60,6 +60,14 @@ class Catalog:
         total = sum(weights.values())
         return sum(w for t, w in weights.items() if t in self.terms[i]) / total if total else 0.0
 
+    def lexical_ceiling(self, tokens: list[str]) -> float:
+        """The most BM25 score a passage can get for these query terms: each known term's
+        IDF x (k1 + 1), the saturation limit of its term frequency."""
+        if self.bm25 is None:
+            return 0.0
+        k1 = float(getattr(self.bm25, "k1", 1.5))
+        return sum(self.idf.get(t, 0.0) for t in set(tokens)) * (k1 + 1)
+
     def lexical(self, tokens: list[str], *, views: Sequence[str], locale: str,
                 n: int) -> list[tuple[str, float]]:
         """(chunk id, BM25 score), best first, within the views and locale."""

@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from assist.answer import ANSWERED, ESCALATE, NO_ANSWER, Assistant, disagreement, serve_order
+from assist.calibration import confidence
 from assist.catalog import LexicalTokenizer
 from assist.chunks import Chunk, chunk_version
 from assist.retrieve import Candidate, candidate_count, fuse
@@ -274,6 +275,9 @@ class Simulation:
     def __init__(self, assistant: Assistant) -> None:
         self.index = assistant.index
         self.settings = assistant.settings
+        # The retrieval and abstention the answer path uses now (tuning included).
+        with assistant.engine.connect() as conn:
+            self.policy = assistant.follow(conn)
         self.catalog = self.index.catalog()
         self._tokenize = LexicalTokenizer()
         self._avgdl: float | None = None
@@ -288,7 +292,7 @@ class Simulation:
         locale = locale or cfg.default_locale
         self._article_id, self._chunks = article_id, chunks
         candidates = self._candidates(question, vector, audience, locale, article_id, chunks)
-        if locale != cfg.default_locale and _confidence(candidates) < cfg.min_score:
+        if locale != cfg.default_locale and confidence(candidates) < cfg.min_score:
             fallback = self._candidates(question, vector, audience, cfg.default_locale,
                                         article_id, chunks)
             if fallback:
@@ -297,7 +301,7 @@ class Simulation:
 
     def _candidates(self, question: str, vector: NDArray[np.float32], audience: str,
                     locale: str, article_id: str, chunks: Sequence[Chunk]) -> list[Candidate]:
-        retrieval = self.settings.retrieval
+        retrieval = self.policy.retrieval
         views = caller_views(audience, self.index.views())
         n = candidate_count(retrieval, frozenset())
         own = sum(c.article_id == article_id for c in self.catalog.chunks)
@@ -333,9 +337,9 @@ class Simulation:
 
     def _decide(self, question: str, valid: list[Candidate], replaced: set[str]) -> Outcome:
         cfg = self.settings.answer
-        if not valid or _confidence(valid) < cfg.min_score or (
-                self.settings.retrieval.fusion != "dense"
-                and self._coverage(question, valid[0].chunk, replaced) < cfg.min_coverage):
+        if self.policy.abstains(
+                valid, coverage=lambda c: self._coverage(question, c.chunk, replaced),
+                lexical_ceiling=lambda: self.catalog.lexical_ceiling(self._tokenize(question))):
             return Outcome(NO_ANSWER, ())
         chosen = serve_order(valid, top_k=min(EVAL_TOP_K, cfg.max_top_k),
                              min_score=cfg.min_score)
@@ -385,9 +389,3 @@ class Simulation:
         total = sum(weights.values())
         return sum(w for t, w in weights.items() if t in terms) / total if total else 0.0
 
-
-def _confidence(candidates: Sequence[Candidate]) -> float:
-    dense = [c.dense for c in candidates if c.dense is not None]
-    if dense:
-        return max(dense)
-    return 1.0 if candidates else 0.0

@@ -103,6 +103,11 @@ class ChunkIndex:
         headings and tags included). Terms the knowledge base has never seen weigh most."""
         return self.catalog().coverage(set(self._tokenize(question)), cid)
 
+    def lexical_ceiling(self, question: str) -> float:
+        """The most BM25 score a passage can get for the question (see
+        :meth:`assist.catalog.Catalog.lexical_ceiling`)."""
+        return self.catalog().lexical_ceiling(self._tokenize(question))
+
     def views(self) -> set[str]:
         return self.catalog().views
 

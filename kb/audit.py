@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert
 from sqlmodel import Session, col, select
 
+from kb.console_models import CitationRollup, QueryRollup
 from kb.errors import QueryNotFound
 from kb.models import ArticleVersion, AuditEvent, QueryLog, utcnow
 
@@ -61,10 +63,48 @@ def record_queries(conn: Connection, entries: list[dict[str, Any]]) -> None:
     """Store assist calls (questions already redacted) in one transaction and commit.
 
     A plain INSERT on a connection (no ORM objects), with the values bound as parameters so
-    the compiled statement is cached: this runs on every answer.
+    the compiled statement is cached: this runs on every answer. The daily roll-ups the
+    health dashboard reads are kept in the same transaction.
     """
     conn.execute(_QUERY_INSERT, entries)
+    add_to_rollups(conn, entries)
     conn.commit()
+
+
+def _day(at: datetime) -> str:
+    return (at.astimezone(UTC) if at.tzinfo else at).strftime("%Y-%m-%d")
+
+
+def _upsert(conn: Connection, table: Any, keys: list[str], rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if conn.dialect.name == "postgresql":
+        pg = postgresql.insert(table)
+        conn.execute(pg.on_conflict_do_update(index_elements=keys,
+                                              set_={"n": table.c.n + pg.excluded.n}), rows)
+    else:
+        lite = sqlite.insert(table)
+        conn.execute(lite.on_conflict_do_update(index_elements=keys,
+                                                set_={"n": table.c.n + lite.excluded.n}), rows)
+
+
+def add_to_rollups(conn: Connection, entries: list[dict[str, Any]]) -> None:
+    """Count query-log rows into :class:`QueryRollup` and :class:`CitationRollup` (the
+    caller commits). Sorted keys: concurrent writers take row locks in the same order."""
+    outcomes: Counter[tuple[str, str, str]] = Counter()
+    cited: Counter[tuple[str, str]] = Counter()
+    for e in entries:
+        day = _day(e["at"])
+        outcomes[(day, e["audience"], e["status"])] += 1
+        for s in e.get("served") or ():
+            cited[(day, s["article_id"])] += 1
+    _upsert(conn, QueryRollup.__table__, ["day", "audience", "status"],  # type: ignore[attr-defined]
+            [{"day": d, "audience": a, "status": st, "n": n}
+             for (d, a, st), n in sorted(outcomes.items())])
+    _upsert(conn, CitationRollup.__table__, ["day", "article_id"],  # type: ignore[attr-defined]
+            [{"day": d, "article_id": a, "n": n} for (d, a), n in sorted(cited.items())])
 
 
 def get_query(session: Session, *, query_id: str, audience: str | None = None) -> QueryLog:

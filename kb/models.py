@@ -161,6 +161,35 @@ class GovernanceClock(SQLModel, table=True):
     tick: int = 0
 
 
+class Tuning(SQLModel, table=True):
+    """A versioned record of retrieval and abstention parameters fitted to this knowledge base
+    on an evaluator's suite (``kb eval tune``). Append-only; :class:`TuningState` names the
+    one the answer path uses."""
+
+    __tablename__ = "tuning"
+
+    version: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    created_by: str = Field(max_length=320)
+    suite: str = Field(max_length=200)
+    suite_sha256: str = Field(max_length=64)
+    sha256: str = Field(max_length=64)  # of the canonical JSON of ``params``
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    note: str = ""
+
+
+class TuningState(SQLModel, table=True):
+    """One row: the tuning version in use (``None``: the shipped defaults)."""
+
+    __tablename__ = "tuning_state"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int | None = None
+    changed_at: datetime | None = None
+    changed_by: str | None = Field(default=None, max_length=320)
+
+
 class EvalRun(SQLModel, table=True):
     """A stored eval run: what was measured, on which content, code and settings."""
 
@@ -171,6 +200,8 @@ class EvalRun(SQLModel, table=True):
     suite: str = Field(index=True, max_length=200)
     suite_sha256: str = Field(max_length=64)
     settings_hash: str = Field(max_length=64)
+    # sha256 of the tuning record the answer path used (None: the shipped defaults).
+    tuning_sha256: str | None = Field(default=None, max_length=64)
     git_commit: str | None = Field(default=None, max_length=64)
     label: str = ""
     system: str = Field(default="canon", max_length=64)
@@ -219,3 +250,4 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
     note: str = ""
+

@@ -37,6 +37,9 @@ RULES: dict[str, tuple[str, ...]] = {
     "retire": (OWNER,),
     "resolve_flag": (OWNER,),
     "eval": (EVALUATOR, OWNER, APPROVER),
+    # Storing or switching the tuning record changes every answer: evaluators fit it on
+    # their suite, approvers may also roll it back.
+    "tune": (EVALUATOR, APPROVER),
     "index": (),
     "manage_users": (),
     "manage_tokens": (),

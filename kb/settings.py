@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     now: datetime | None = Field(
         default=None, description="Pin the clock to this UTC date-time (ISO 8601) for demos, "
                                   "replays and tests; unset: the wall clock.")
+    console_session_minutes: int = Field(
+        default=480, ge=1, le=60 * 24 * 30, description="How long a web-console sign-in "
+        "lasts (never longer than the API token it was made with).")
     user: str | None = Field(
         default=None, description="The user CLI commands act as when `--as` is not given.")
     index: IndexSettings = Field(default=IndexSettings(), description=IndexSettings.__doc__)

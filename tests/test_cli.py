@@ -213,10 +213,10 @@ def test_demo_runs_twice(kb, content_dir: Path) -> None:  # type: ignore[no-unty
 
 def test_db_upgrade_command(kb, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     first = kb("db", "upgrade")
-    assert "upgraded schema from empty to 0006" in first
-    assert "schema is up to date (revision 0006)" in kb("db", "upgrade")
+    assert "upgraded schema from empty to 0008" in first
+    assert "schema is up to date (revision 0008)" in kb("db", "upgrade")
     engine = db.make_engine(settings)
-    assert db.current_revision(engine) == db.head_revision(engine) == "0006"
+    assert db.current_revision(engine) == db.head_revision(engine) == "0008"
     tables = set(sa.inspect(engine).get_table_names())
     assert {"article", "article_version", "approval", "review", "retirement",
             "audit_event", "query_log", "flag", "governance_clock", "eval_run",

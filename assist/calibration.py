@@ -1,0 +1,212 @@
+"""Calibrated abstention: whether the best evidence is good enough to answer.
+
+The answer path measures a few signals of each question's evidence (:func:`signals`). With
+no tuning record it abstains on the shipped thresholds (best cosine ``answer.min_score``,
+question coverage ``answer.min_coverage``). A tuning record (``kb eval tune``) replaces them
+with an :class:`AbstentionModel`: a logistic regression over all the signals, fitted on an
+evaluator's suite, and a threshold set at the operating point the operator chose (at most a
+given share of answerable questions abstained), not a raw cut-off.
+
+Pure numpy: the same code fits the model (:mod:`evals.tune`) and applies it (answer path).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from assist.retrieve import Candidate
+from kb.settings import AnswerSettings, RetrievalSettings, Settings
+from kb.tuning import ActiveTuning
+
+SIGNALS = ("dense_top", "lexical_top", "margin", "coverage", "agreement")
+SIGNAL_HELP = {
+    "dense_top": "best cosine similarity of a servable passage",
+    "lexical_top": "best BM25 score of a servable passage / the question's BM25 ceiling",
+    "margin": "fused score of the top passage minus that of the best other article",
+    "coverage": "share of the question's IDF-weighted terms the top passage contains",
+    "agreement": "1 when the dense and the lexical retriever put the same article first",
+}
+
+
+def signals(valid: Sequence[Candidate], *, coverage: float,
+            lexical_ceiling: float) -> dict[str, float]:
+    """The evidence signals of one question, from its servable candidates (best first).
+
+    ``coverage``: of the top candidate (:meth:`assist.index.ChunkIndex.coverage`);
+    ``lexical_ceiling``: the best BM25 score a passage could reach for this question
+    (:meth:`assist.index.ChunkIndex.lexical_ceiling`), so ``lexical_top`` compares across
+    questions."""
+    if not valid:
+        return dict.fromkeys(SIGNALS, 0.0)
+    top = valid[0]
+    dense = [c for c in valid if c.dense is not None]
+    lexical = [c for c in valid if c.lexical is not None]
+    best_dense = max(dense, key=lambda c: c.dense or 0.0) if dense else None
+    best_lexical = max(lexical, key=lambda c: c.lexical or 0.0) if lexical else None
+    other = next((c for c in valid if c.chunk.article_id != top.chunk.article_id), None)
+    return {
+        "dense_top": float(best_dense.dense or 0.0) if best_dense else 0.0,
+        "lexical_top": (float(best_lexical.lexical or 0.0) / lexical_ceiling
+                        if best_lexical and lexical_ceiling > 0 else 0.0),
+        "margin": float(top.score - other.score) if other else float(top.score),
+        "coverage": float(coverage),
+        "agreement": float(best_dense is not None and best_lexical is not None
+                           and best_dense.chunk.article_id == best_lexical.chunk.article_id),
+    }
+
+
+@dataclass(frozen=True)
+class AbstentionModel:
+    """Logistic regression over standardised signals; abstain when the log-odds that the
+    question is answerable fall below ``threshold``."""
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    weights: tuple[float, ...]
+    bias: float
+    threshold: float
+
+    def logit(self, values: Mapping[str, float]) -> float:
+        z = sum(w * (values.get(f, 0.0) - m) / s
+                for f, m, s, w in zip(self.features, self.mean, self.scale, self.weights,
+                                      strict=True))
+        return float(z + self.bias)
+
+    def abstains(self, values: Mapping[str, float]) -> bool:
+        return self.logit(values) < self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(self.features), "mean": list(self.mean),
+                "scale": list(self.scale), "weights": list(self.weights),
+                "bias": self.bias, "threshold": self.threshold}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AbstentionModel:
+        features = tuple(str(f) for f in data["features"])
+        unknown = set(features) - set(SIGNALS)
+        if unknown:
+            raise ValueError(f"unknown abstention signals {sorted(unknown)}")
+        return cls(features=features, mean=tuple(float(x) for x in data["mean"]),
+                   scale=tuple(float(x) for x in data["scale"]),
+                   weights=tuple(float(x) for x in data["weights"]),
+                   bias=float(data["bias"]), threshold=float(data["threshold"]))
+
+
+def fit_logistic(x: NDArray[np.float64], y: NDArray[np.float64], *,
+                 l2: float = 1.0, iterations: int = 50) -> tuple[NDArray[np.float64], float]:
+    """L2-regularised logistic regression by Newton's method (IRLS); the bias is not
+    penalised. Classes are weighted to equal total weight, so a suite with few unanswerable
+    questions still shapes the model."""
+    n, k = x.shape
+    xb = np.hstack([x, np.ones((n, 1))])
+    pos = max(float(y.sum()), 1.0)
+    neg = max(float(n - y.sum()), 1.0)
+    sample = np.where(y > 0.5, n / (2 * pos), n / (2 * neg))
+    beta = np.zeros(k + 1)
+    penalty = np.full(k + 1, l2)
+    penalty[-1] = 0.0
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(xb @ beta, -30, 30)))
+        grad = xb.T @ (sample * (p - y)) + penalty * beta
+        hess = (xb * (sample * p * (1 - p))[:, None]).T @ xb + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if float(np.abs(step).max()) < 1e-8:
+            break
+    return beta[:-1], float(beta[-1])
+
+
+def operating_threshold(answerable_logits: Sequence[float], max_false_abstention: float) -> float:
+    """The highest threshold that abstains on at most ``max_false_abstention`` of these
+    answerable questions (abstain when the logit is below it)."""
+    ranked = sorted(answerable_logits)
+    if not ranked:
+        return -math.inf
+    allowed = math.floor(max_false_abstention * len(ranked) + 1e-9)
+    if allowed <= 0:
+        return ranked[0]  # abstain on none of them: the lowest logit still answers
+    if allowed >= len(ranked):
+        return ranked[-1] + 1e-9
+    return ranked[allowed]
+
+
+def fit_abstention(rows: Sequence[Mapping[str, float]], answerable: Sequence[bool], *,
+                   max_false_abstention: float,
+                   features: Sequence[str] = SIGNALS) -> AbstentionModel:
+    """Fit the model on questions' signals and whether each is answerable, with the
+    threshold at the operating point."""
+    x = np.array([[r.get(f, 0.0) for f in features] for r in rows], dtype=np.float64)
+    y = np.array([1.0 if a else 0.0 for a in answerable])
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    w, b = fit_logistic((x - mean) / scale, y)
+    model = AbstentionModel(tuple(features), tuple(float(v) for v in mean),
+                            tuple(float(v) for v in scale), tuple(float(v) for v in w), b,
+                            threshold=0.0)
+    logits = [model.logit(r) for r, a in zip(rows, answerable, strict=True) if a]
+    return AbstentionModel(model.features, model.mean, model.scale, model.weights, model.bias,
+                           threshold=operating_threshold(logits, max_false_abstention))
+
+
+TUNABLE_FUSIONS = ("weighted", "article")
+TUNABLE_RETRIEVAL = ("fusion", "dense_weight", "article_support")
+
+
+def confidence(candidates: Sequence[Candidate]) -> float:
+    """How close the best evidence is to the question (max cosine similarity; 1 when only
+    lexical evidence exists, 0 without candidates)."""
+    dense = [c.dense for c in candidates if c.dense is not None]
+    if dense:
+        return max(dense)
+    return 1.0 if candidates else 0.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The retrieval settings and the abstention rule one answer uses: the shipped settings,
+    or those of the tuning record in use (``tuning_version`` / ``tuning_sha256``)."""
+
+    retrieval: RetrievalSettings
+    answer: AnswerSettings
+    abstention: AbstentionModel | None = None
+    tuning_version: int | None = None
+    tuning_sha256: str | None = None
+
+    def abstains(self, valid: Sequence[Candidate], *,
+                 coverage: Callable[[Candidate], float],
+                 lexical_ceiling: Callable[[], float]) -> bool:
+        """Whether the best servable evidence is too weak to answer with."""
+        if not valid:
+            return True
+        if self.abstention is not None:
+            return self.abstention.abstains(signals(
+                valid, coverage=coverage(valid[0]), lexical_ceiling=lexical_ceiling()))
+        return confidence(valid) < self.answer.min_score or (
+            self.retrieval.fusion != "dense"
+            and coverage(valid[0]) < self.answer.min_coverage)
+
+
+def policy_for(settings: Settings, tuning: ActiveTuning | None) -> Policy:
+    """The policy of ``settings`` with ``tuning`` applied. A tuning record changes only the
+    fusion family Canon ships (``weighted`` / ``article``): a baseline configured on purpose
+    (``dense``, ``lexical``, ``rrf``...) stays what it is, and keeps the shipped
+    abstention."""
+    base = Policy(retrieval=settings.retrieval, answer=settings.answer)
+    if tuning is None or settings.retrieval.fusion not in TUNABLE_FUSIONS:
+        return base
+    overrides = {k: v for k, v in (tuning.params.get("retrieval") or {}).items()
+                 if k in TUNABLE_RETRIEVAL}
+    retrieval = RetrievalSettings.model_validate({**settings.retrieval.model_dump(),
+                                                  **overrides})
+    model = tuning.params.get("abstention")
+    return Policy(retrieval=retrieval, answer=settings.answer,
+                  abstention=AbstentionModel.from_dict(model) if model else None,
+                  tuning_version=tuning.version, tuning_sha256=tuning.sha256)
