@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api import console, docs, errors
 from api.limits import BodyLimit
+from api.logs import RequestIds
 from api.metrics import Metrics, RequestMetrics
 from api.ratelimit import make_limiter
 from api.routes import articles, assist, health, health_knowledge, metrics, owners
@@ -70,7 +71,8 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
     app.state.limiter = make_limiter(settings)
     app.state.metrics = Metrics()
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: counts all
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # counts all
+    app.add_middleware(RequestIds)  # outermost: every response carries X-Request-ID
     errors.install(app)
     docs.install(app)
     app.include_router(health.router)

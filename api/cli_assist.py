@@ -175,8 +175,11 @@ def serve(
 
     if workers > 1:
         _multiprocess_metrics()
+    from api.logs import log_config
+
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False)
+                log_config=log_config(fmt=c.settings.log_format, level=c.settings.log_level),
+                log_level=c.settings.log_level, access_log=False)
 
 
 def _multiprocess_metrics() -> None:

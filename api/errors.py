@@ -11,6 +11,7 @@ with readable stand-ins, so refusing bad input never turns into a 500.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -38,6 +39,8 @@ from kb.errors import (
     UserNotFound,
     VersionNotFound,
 )
+
+log = logging.getLogger("canon.errors")
 
 STATUS: dict[type[CanonError], int] = {
     ArticleNotFound: 404,
@@ -93,7 +96,11 @@ async def _domain(_: Request, exc: Exception) -> Response:
     findings = getattr(exc, "findings", None)
     if findings is not None:
         content["findings"] = findings
-    return safe_json(status_for(exc), content)
+    status = status_for(exc)
+    if status >= 500:
+        log.warning("unavailable", extra={"fields": {"error": exc.code, "detail": str(exc)}})
+        return safe_json(status, content, headers={"Retry-After": "5"})
+    return safe_json(status, content)
 
 
 async def _validation(_: Request, exc: Exception) -> Response:
@@ -114,6 +121,8 @@ async def _unavailable(_: Request, exc: Exception) -> Response:
     if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(
             exc.orig, _disconnects()):
         raise exc
+    log.warning("unavailable", extra={"fields": {"error": "unavailable",
+                                                 "detail": f"database: {type(exc).__name__}"}})
     return safe_json(503, {"error": "unavailable",
                            "detail": f"the database is unavailable ({type(exc).__name__}); "
                                      "retry shortly"}, headers={"Retry-After": "5"})

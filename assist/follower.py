@@ -25,6 +25,7 @@ place, and never corrupt the index.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -43,6 +44,7 @@ from kb.governance import governance_tick, served_numbers
 from kb.models import Approval, Retirement
 
 LOCK_NAME = "canon-writer.lock"
+log = logging.getLogger("canon.index")
 
 
 class IndexLock:
@@ -182,6 +184,9 @@ class IndexFollower:
                 if self.lock.held:
                     with Session(self.engine) as session:
                         report = indexer.refresh(session, self.index, max_chars=self.max_chars)
+                if self.last_error is not None:
+                    log.info("index follower recovered", extra={"fields": {
+                        "was": self.last_error[:500]}})
                 self._tick = tick
                 if full:
                     self._full_at = mono
@@ -189,7 +194,11 @@ class IndexFollower:
                 self.last_error = None
                 return report
             except Exception as exc:  # kept for /readyz; the next poll retries
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                error = f"{type(exc).__name__}: {exc}"
+                if error != self.last_error:  # once per outage, not once per poll
+                    log.warning("index follower failed; retrying", extra={"fields": {
+                        "error": error[:500]}})
+                self.last_error = error
                 return None
 
     def start(self) -> None:

@@ -180,6 +180,13 @@ class Settings(BaseSettings):
         "lasts (never longer than the API token it was made with).")
     user: str | None = Field(
         default=None, description="The user CLI commands act as when `--as` is not given.")
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Server logs (`kb serve`): one JSON object per line, "
+        "each with the request id (`X-Request-ID`), or readable text. Question text never "
+        "appears in logs (it is kept redacted in the audit table).")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least severe server log lines written (`info` includes "
+        "one line per request).")
     index: IndexSettings = Field(default=IndexSettings(), description=IndexSettings.__doc__)
     retrieval: RetrievalSettings = Field(
         default=RetrievalSettings(), description=RetrievalSettings.__doc__)

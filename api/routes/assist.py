@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
@@ -22,6 +24,7 @@ from kb import audit, flags
 from kb.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/assist", tags=["assist"])
+log = logging.getLogger("canon.assist")
 
 
 @router.post("", response_model=AssistResponse,
@@ -36,6 +39,14 @@ async def assist(body: AssistRequest, caller: AnyCaller, assistant: AssistDep,
     result = await run_in_threadpool(assistant.ask, q)
     metrics.assist_outcome(status=result.status, audience=caller.audience,
                            reason=result.escalation.reason if result.escalation else None)
+    # The decision, never the question: that is kept only redacted, in the audit table.
+    log.info("assist", extra={"fields": {
+        "query_id": result.query_id, "outcome": result.status,
+        "reason": result.escalation.reason if result.escalation else None,
+        "audience": caller.audience, "caller": caller.id,
+        "passages": [f"{p.citation.article_id}@v{p.citation.version}"
+                     for p in result.passages],
+        "latency_ms": round(result.latency_ms, 2)}})
     return AssistResponse.from_result(result)
 
 
