@@ -13,13 +13,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from kb import audit
 from kb.errors import Conflict, Forbidden, NotApproved, VersionNotFound
 from kb.models import Approval, Article, ArticleVersion, Retirement, Review, utcnow
 from kb.serving import pending_versions, retired_map, served_version, tick
 from kb.status import approvals_of, get_article, get_version
+
+
+def lock_article(session: Session, *, article_id: str) -> Article:
+    """The article, its row locked until this transaction ends (``SELECT ... FOR UPDATE``;
+    SQLite serialises writers anyway). Two processes acting on one article at once then take
+    turns: the second sees what the first committed and is refused with :class:`Conflict`
+    (e.g. "already approved by ..."), instead of both passing the checks and both writing."""
+    get_article(session, article_id=article_id)  # ArticleNotFound, as everywhere
+    return session.exec(
+        select(Article).where(col(Article.id) == article_id).with_for_update()
+        .execution_options(populate_existing=True)).one()
 
 
 def check_approvable(session: Session, article: Article, version: ArticleVersion) -> None:
@@ -74,7 +85,7 @@ def approve(
 
     The storage primitive: the faces call :func:`kb.workflows.approve`, which checks the
     actor's role, team and identity first."""
-    article = get_article(session, article_id=article_id)
+    article = lock_article(session, article_id=article_id)
     if not article.latest_version:
         raise VersionNotFound(article_id, version or 1, None)
     number = version if version is not None else article.latest_version
@@ -175,7 +186,7 @@ def retire(
     session: Session, *, article_id: str, by: str, note: str = "", now: datetime | None = None
 ) -> Retirement:
     """Stop serving the article (every version so far). A later version can be approved again."""
-    article = get_article(session, article_id=article_id)
+    article = lock_article(session, article_id=article_id)
     retired = retired_map(session, article_ids=[article_id]).get(article_id, 0)
     if not article.latest_version or retired >= article.latest_version:
         raise Conflict(f"'{article_id}' is already retired; nothing to do")
