@@ -86,6 +86,12 @@ def _first_rank(r: CaseResult, k: int) -> int | None:
     return None
 
 
+def first_rank(r: CaseResult, k: int) -> int | None:
+    """1-based rank of the first expected article among the first k distinct ranked ones
+    (None: a miss, or the case was not answered)."""
+    return _first_rank(r, k)
+
+
 def hit_at_k(results: Sequence[CaseResult], k: int) -> float | None:
     """Share of answerable cases with expected articles that were answered and whose first
     ``k`` distinct ranked articles include an expected one.
