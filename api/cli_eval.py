@@ -23,6 +23,7 @@ eval_app = typer.Typer(no_args_is_help=True, help="Answer-accuracy suites and re
 METRIC_ORDER = ["cases", "hit@1", "hit@3", "hit@5", "mrr@10", "section_hit@1",
                 "contains_accuracy", "abstention_precision", "abstention_recall",
                 "abstention_f1", "false_abstention", "wrong_answer_rate", "consistency",
+                "consistency_article",
                 "verbatim", "latency_p50_ms", "latency_p95_ms"]
 
 

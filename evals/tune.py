@@ -53,7 +53,7 @@ MIN_CLASS = 3  # answerable and unanswerable training cases needed to fit absten
 WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 SUPPORTS = (0.15, 0.3, 0.5)
 HEADLINE = ("hit@1", "hit@5", "mrr@10", "section_hit@1", "abstention_recall",
-            "false_abstention", "wrong_answer_rate", "consistency")
+            "false_abstention", "wrong_answer_rate", "consistency", "consistency_article")
 
 
 @dataclass(frozen=True)
