@@ -23,6 +23,7 @@ eval_app = typer.Typer(no_args_is_help=True, help="Answer-accuracy suites and re
 METRIC_ORDER = ["cases", "hit@1", "hit@3", "hit@5", "mrr@10", "section_hit@1",
                 "contains_accuracy", "abstention_precision", "abstention_recall",
                 "abstention_f1", "false_abstention", "wrong_answer_rate", "consistency",
+                "consistency_article",
                 "verbatim", "latency_p50_ms", "latency_p95_ms"]
 
 
@@ -109,6 +110,7 @@ def run(
         json_out.write_text(json.dumps({"id": row.id, "suite": row.suite,
                                         "metrics": row.metrics, "content": row.content,
                                         "settings_hash": row.settings_hash,
+                                        "tuning_sha256": row.tuning_sha256,
                                         "git_commit": row.git_commit, "cases": row.cases},
                                        indent=2, default=str))
         out.print(f"wrote {json_out}")
@@ -143,10 +145,13 @@ def _run(c: Ctx, suite_name: str, engine: Engine, ask: Any, audience: str,
     with _progress(f"suite {suite.name}") as update:
         runs = runner.run_suite(suite, ask=ask, checker=checker, default_audience=audience,
                                 progress=update)
+    from kb import tuning
+
     with Session(c.engine, expire_on_commit=False) as s, Session(engine) as content_session:
+        in_use = tuning.in_use(content_session)  # what the answering database applied
         row = store.save_run(s, suite=suite, runs=runs, settings_hash=c.settings.fingerprint(),
                              content_session=content_session, code_dir=SUITES_DIR,
-                             label=label)
+                             label=label, tuning_sha256=in_use.sha256 if in_use else None)
     return row
 
 
@@ -251,6 +256,9 @@ def register(app: typer.Typer) -> None:
     eval_app.command("compare")(compare)
     eval_app.command("list")(list_)
     eval_app.command("bench")(bench)
+    from api import cli_tune
+
+    cli_tune.register(eval_app)
     app.add_typer(eval_app, name="eval")
     app.command()(health)
     app.command()(report)

@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from assist.batching import Batcher
 from assist.calibration import Policy, confidence, policy_for
-from assist.chunks import passage_sha256
+from assist.chunks import Chunk, passage_sha256
 from assist.gaps import MeaningGroups
 from assist.index import ChunkIndex
 from assist.redact import redact
@@ -99,6 +99,17 @@ class AssistResult:
     warnings: list[dict[str, str]] = field(default_factory=list)
     escalation: Escalation | None = None
     latency_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A question's retrieval hits before fusion (see :meth:`Assistant.evidence`)."""
+
+    dense: list[tuple[str, float]]  # (chunk id, cosine), best first
+    lexical: list[tuple[str, float]]  # (chunk id, BM25), best first
+    chunks: dict[str, Chunk]  # the hits this caller may be served now
+    coverage: dict[str, float]  # of each servable chunk (see ChunkIndex.coverage)
+    lexical_ceiling: float
 
 
 def serve_order(valid: Sequence[Candidate], *, top_k: int, min_score: float,
@@ -348,6 +359,32 @@ class Assistant:
             latency_ms=result.latency_ms,
         ))
         return result
+
+    def evidence(self, q: Question) -> Evidence:
+        """What the answer path finds for ``q`` before fusion: the dense and lexical hits
+        and which of their chunks the database lets this caller be served now (the same
+        re-check as :meth:`ask`). ``kb eval tune`` ranks and decides on it under many
+        settings without asking again. Nothing is logged."""
+        locale = q.locale or self.settings.answer.default_locale
+        views = caller_views(q.audience, self.index.views())
+        n = candidate_count(self.settings.retrieval, q.tags)
+        _vector, dense = self.index.search(q.text, views=views, locale=locale, n=n)
+        lexical = self.index.lexical(q.text, views=views, locale=locale, n=n)
+        hits = list(dict.fromkeys([cid for cid, _ in dense] + [cid for cid, _ in lexical]))
+        found = {cid: c for cid in hits if (c := self.index.chunk(cid)) is not None
+                 and (not q.tags or q.tags & set(c.tags))}
+        articles = list(dict.fromkeys(c.article_id for c in found.values()))
+        with self.engine.connect() as conn:
+            self.follow(conn)
+            infos = self._served_infos(conn, articles)
+            self._version_texts(conn, {(i.article_id, i.version, i.content_sha256)
+                                          for i in infos.values()})
+            chunks = {cid: c for cid, c in found.items()
+                      if self._valid(Candidate(c, None, None, 0.0), infos.get(c.article_id),
+                                     q.audience)}
+        return Evidence(dense=dense, lexical=lexical, chunks=chunks,
+                        coverage={cid: self.index.coverage(q.text, cid) for cid in chunks},
+                        lexical_ceiling=self.index.lexical_ceiling(q.text))
 
     def _candidates(self, policy: Policy, text: str, vector: Any, views: tuple[str, ...],
                     locale: str, tags: frozenset[str], *,

@@ -86,6 +86,12 @@ def _first_rank(r: CaseResult, k: int) -> int | None:
     return None
 
 
+def first_rank(r: CaseResult, k: int) -> int | None:
+    """1-based rank of the first expected article among the first k distinct ranked ones
+    (None: a miss, or the case was not answered)."""
+    return _first_rank(r, k)
+
+
 def hit_at_k(results: Sequence[CaseResult], k: int) -> float | None:
     """Share of answerable cases with expected articles that were answered and whose first
     ``k`` distinct ranked articles include an expected one.
@@ -192,15 +198,17 @@ def wrong_answer_rate(results: Sequence[CaseResult]) -> float | None:
     return _share(wrong, len(results))
 
 
-def consistency(results: Sequence[CaseResult]) -> float | None:
+def consistency(results: Sequence[CaseResult], *, sections: bool = True) -> float | None:
     """Share of groups with at least two members whose members all have the same outcome
     ``(status, top article, top_section)``, answered or not; ``top_section`` is compared
-    stripped and case-insensitively. ``None`` when no group has two members.
+    stripped and case-insensitively (``sections=False``: status and top article only, the
+    article-level figure). ``None`` when no group has two members.
     """
     outcomes: dict[str, list[tuple[str, str | None, str | None]]] = {}
     for r in results:
         if r.group is not None:
-            outcomes.setdefault(r.group, []).append((r.status, r.top_article, _norm(r.top_section)))
+            section = _norm(r.top_section) if sections else None
+            outcomes.setdefault(r.group, []).append((r.status, r.top_article, section))
     groups = [members for members in outcomes.values() if len(members) >= 2]
     return _share(sum(len(set(members)) == 1 for members in groups), len(groups))
 
@@ -236,6 +244,7 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, float | None]:
         "false_abstention": false_abstention(results),
         "wrong_answer_rate": wrong_answer_rate(results),
         "consistency": consistency(results),
+        "consistency_article": consistency(results, sections=False),
         "verbatim": verbatim_rate(results),
         "latency_p50_ms": p50,
         "latency_p95_ms": p95,

@@ -31,12 +31,15 @@ def git_commit(path: Path) -> str | None:
 def save_run(
     session: Session, *, suite: Suite, runs: Sequence[CaseRun], settings_hash: str,
     content_session: Session, code_dir: Path, label: str = "", system: str = "canon",
+    tuning_sha256: str | None = None,
 ) -> EvalRun:
-    """Store a run with its suite hash, settings hash, content snapshot and git commit."""
+    """Store a run with its suite hash, settings hash, tuning hash (the tuning record the
+    answer path applied; None: the shipped defaults), content snapshot and git commit."""
     results = [r.result for r in runs]
     row = EvalRun(
         id=uuid.uuid4().hex[:12], suite=suite.name, suite_sha256=suite.sha256,
-        settings_hash=settings_hash, git_commit=git_commit(code_dir), label=label,
+        settings_hash=settings_hash, tuning_sha256=tuning_sha256,
+        git_commit=git_commit(code_dir), label=label,
         system=system, content=served_numbers(content_session), metrics=summarize(results),
         cases=[{**asdict(r.result),
                 "escalation_reason": (r.response.get("escalation") or {}).get("reason")}

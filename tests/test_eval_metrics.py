@@ -272,6 +272,8 @@ def test_consistency_requires_identical_outcomes_within_a_group() -> None:
         res("none"),  # no group: ignored
     ]
     assert consistency(results) == pytest.approx(2 / 4)
+    # At article level g2 is consistent too (same article, another section).
+    assert consistency(results, sections=False) == pytest.approx(3 / 4)
 
 
 def test_consistency_without_groups_is_none() -> None:
@@ -305,7 +307,8 @@ def test_summarize_has_every_key() -> None:
     assert list(got) == [
         "cases", "hit@1", "hit@3", "hit@5", "mrr@10", "section_hit@1", "contains_accuracy",
         "abstention_precision", "abstention_recall", "abstention_f1", "false_abstention",
-        "wrong_answer_rate", "consistency", "verbatim", "latency_p50_ms", "latency_p95_ms",
+        "wrong_answer_rate", "consistency", "consistency_article", "verbatim",
+        "latency_p50_ms", "latency_p95_ms",
     ]
     assert got["cases"] == 3
     assert got["hit@1"] == 0.5
@@ -318,6 +321,7 @@ def test_summarize_has_every_key() -> None:
     assert got["false_abstention"] == 0.0
     assert got["wrong_answer_rate"] == pytest.approx(1 / 3)
     assert got["consistency"] == 0.0
+    assert got["consistency_article"] == 0.0
     assert got["verbatim"] == 1.0
     assert got["latency_p50_ms"] == 10.0
 

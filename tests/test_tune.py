@@ -1,0 +1,255 @@
+"""`kb eval tune`: calibrated abstention and retrieval fitted with k-fold cross-validation.
+
+A planted, separable signal must be learned (held out); labels with no relation to the
+evidence must not look better on the held-out folds; the stored record is audited, used by
+the answer path from its next question, and hashed into every eval run."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlmodel import Session, select
+from typer.testing import CliRunner
+
+from api.cli import app
+from assist.answer import Assistant, Question
+from assist.calibration import (
+    SIGNALS,
+    AbstentionModel,
+    fit_abstention,
+    operating_threshold,
+    policy_for,
+)
+from evals.suites import load_suite
+from evals.tune import Observed, folds_of, observe, tune
+from kb import tuning
+from kb.identity import add_user
+from kb.models import AuditEvent
+from kb.settings import Settings
+from tests.conftest import cli_env
+from tests.kbs import BuiltKB, build_kb
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- the model, on synthetic signals (fast) ---------------------------------------------
+
+
+def _rows(n: int, rng: np.random.Generator, *, planted: bool) -> tuple[list[dict[str, float]],
+                                                                          list[bool]]:
+    labels = [bool(x) for x in rng.random(n) < 0.75]
+    rows = []
+    for answerable in labels:
+        row = {s: float(rng.normal()) for s in SIGNALS}
+        if planted:  # coverage separates the classes; everything else is noise
+            row["coverage"] = float(rng.uniform(0.55, 1.0) if answerable
+                                    else rng.uniform(0.0, 0.45))
+        rows.append(row)
+    return rows, labels
+
+
+def _held_out(rows: list[dict[str, float]], labels: list[bool], *, folds: int = 5,
+              fa: float = 0.05) -> tuple[float, float]:
+    """(abstention recall, false abstention) over held-out folds."""
+    abstained = [False] * len(rows)
+    for f in range(folds):
+        train = [i for i in range(len(rows)) if i % folds != f]
+        model = fit_abstention([rows[i] for i in train], [labels[i] for i in train],
+                               max_false_abstention=fa)
+        for i in range(f, len(rows), folds):
+            abstained[i] = model.abstains(rows[i])
+    neg = [a for a, y in zip(abstained, labels, strict=True) if not y]
+    pos = [a for a, y in zip(abstained, labels, strict=True) if y]
+    return sum(neg) / len(neg), sum(pos) / len(pos)
+
+
+def test_a_planted_separable_signal_is_learned() -> None:
+    rows, labels = _rows(400, np.random.default_rng(7), planted=True)
+    recall, false = _held_out(rows, labels)
+    assert recall >= 0.9 and false <= 0.1, (recall, false)
+    model = fit_abstention(rows, labels, max_false_abstention=0.05)
+    weights = dict(zip(model.features, model.weights, strict=True))
+    assert max(weights, key=lambda k: abs(weights[k])) == "coverage", weights
+    assert weights["coverage"] > 0  # more coverage, more likely answerable
+
+
+def test_random_labels_do_not_improve_on_held_out_folds() -> None:
+    gains = []
+    for seed in range(5):
+        rows, labels = _rows(300, np.random.default_rng(100 + seed), planted=False)
+        recall, false = _held_out(rows, labels)
+        gains.append(recall - false)  # no better than abstaining at random
+    assert float(np.mean(gains)) <= 0.08, gains
+
+
+def test_the_threshold_is_the_operating_point() -> None:
+    logits = [float(x) for x in range(100)]
+    t = operating_threshold(logits, 0.05)
+    assert sum(x < t for x in logits) == 5
+    assert sum(x < operating_threshold(logits, 0.0) for x in logits) == 0
+    assert sum(x < operating_threshold(logits[:10], 0.05) for x in logits[:10]) == 0
+
+
+def test_a_tuning_record_changes_only_canons_own_fusion() -> None:
+    model = AbstentionModel(("coverage",), (0.5,), (0.2,), (2.0,), 0.0, 0.5)
+    params = {"retrieval": {"fusion": "article", "dense_weight": 0.6,
+                            "article_support": 0.3, "candidates": 5},
+              "abstention": model.to_dict()}
+    record = tuning.ActiveTuning(version=3, sha256="ab" * 32, params=params)
+    policy = policy_for(Settings(), record)
+    assert (policy.retrieval.fusion, policy.retrieval.dense_weight) == ("article", 0.6)
+    assert policy.retrieval.candidates == Settings().retrieval.candidates  # not tunable
+    assert policy.abstention == model and policy.tuning_version == 3
+    dense = Settings(retrieval={"fusion": "dense"})  # type: ignore[arg-type]
+    assert policy_for(dense, record).retrieval.fusion == "dense"
+    assert policy_for(dense, record).abstention is None
+    with pytest.raises(ValueError, match="unknown abstention signals"):
+        AbstentionModel.from_dict({**model.to_dict(), "features": ["mood"]})
+
+
+def test_folds_are_stratified_and_stable() -> None:
+    suite = load_suite(ROOT / "evals" / "suites" / "demo.yaml")
+    a, b = folds_of(suite.cases, 5), folds_of(list(reversed(suite.cases)), 5)
+    assert a == list(reversed(b))
+    for f in range(5):
+        unanswerable = [c for c, k in zip(suite.cases, a, strict=True)
+                        if k == f and not c.answerable]
+        assert 7 <= len(unanswerable) <= 8  # 39 spread over 5 folds
+
+
+# --- on a real knowledge base -------------------------------------------------------------
+
+OFF_TOPIC = [
+    "what's the weather going to be like in {} tomorrow?",
+    "who won the {} match last night?",
+    "give me a recipe for {}",
+    "what time does the {} museum open on Sundays?",
+    "how tall is the tallest building in {}?",
+]
+FILLERS = ["Manchester", "Leeds", "Paris", "banana bread", "football", "cricket", "lasagne",
+           "Madrid", "the science", "tennis"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltKB]:
+    kb = build_kb(tmp_path_factory.mktemp("tune"))
+    yield kb
+    kb.engine.dispose()
+
+
+def _planted_suite(path: Path) -> Path:
+    """Answerable demo questions plus off-topic ones the knowledge base cannot answer."""
+    demo = load_suite(ROOT / "evals" / "suites" / "demo.yaml")
+    lines: list[dict[str, Any]] = [
+        {"id": c.id, "question": c.question, "answerable": True,
+         "expect": {"articles": list(c.articles)}}
+        for c in demo.cases if c.answerable and c.audience in (None, "internal")][:80]
+    for i, (template, filler) in enumerate(
+            (t, f) for t in OFF_TOPIC for f in FILLERS[:6]):
+        lines.append({"id": f"off-{i}", "question": template.format(filler),
+                      "answerable": False})
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def observed(built: BuiltKB, tmp_path_factory: pytest.TempPathFactory) -> list[Observed]:
+    suite = load_suite(_planted_suite(tmp_path_factory.mktemp("suite") / "planted.jsonl"))
+    return observe(built.assistant, suite, default_audience="internal")
+
+
+@pytest.mark.slow
+def test_tune_learns_the_planted_abstention_signal(built: BuiltKB,
+                                                   observed: list[Observed]) -> None:
+    s = built.settings
+    result = tune(observed, base=s.retrieval, answer=s.answer, folds=5,
+                  max_false_abstention=0.05)
+    assert result.tuned["abstention_recall"] is not None
+    assert result.tuned["abstention_recall"] >= 0.8, result.tuned
+    assert (result.tuned["false_abstention"] or 0.0) <= 0.1, result.tuned
+    assert result.params["abstention"] is not None
+    assert result.params["operating_point"] == {"max_false_abstention": 0.05}
+
+
+@pytest.mark.slow
+def test_a_random_suite_does_not_improve_on_held_out_folds(built: BuiltKB,
+                                                           observed: list[Observed]) -> None:
+    """Same questions and evidence, labels shuffled: answerability and expected articles no
+    longer relate to what was found, so tuning must not look better held out."""
+    from dataclasses import replace
+
+    rng = random.Random(5)
+    articles = sorted({a for o in observed for a in o.case.articles})
+    flags = [o.case.answerable for o in observed]
+    rng.shuffle(flags)
+    shuffled = [Observed(replace(o.case, answerable=flag,
+                                 articles=(rng.choice(articles),) if flag else ()),
+                         o.evidence)
+                for o, flag in zip(observed, flags, strict=True)]
+    s = built.settings
+    result = tune(shuffled, base=s.retrieval, answer=s.answer, folds=5)
+    t, d = result.tuned, result.defaults
+    assert (t["abstention_recall"] or 0) - (t["false_abstention"] or 0) <= 0.2, t
+    assert (t["hit@1"] or 0) <= (d["hit@1"] or 0) + 0.05, (t, d)
+
+
+@pytest.mark.slow
+def test_kb_eval_tune_stores_an_audited_record_that_answers_and_runs_use(
+        built: BuiltKB, tmp_path: Path) -> None:
+    suite = _planted_suite(tmp_path / "planted.jsonl")
+    with Session(built.engine) as s:
+        add_user(s, name="eve", role="evaluator", by="test")
+        add_user(s, name="ann", role="agent", audiences=["internal"], by="test")
+    env = cli_env(built.settings)
+
+    def kb(*args: str, code: int = 0) -> Any:
+        result = CliRunner().invoke(app, list(args), env=env)
+        assert result.exit_code == code, (args, result.output, result.exception)
+        return result
+
+    refused = kb("eval", "tune", str(suite), "--as", "ann", code=7)
+    assert "may not tune" in refused.output
+    assert tuning.in_use(Session(built.engine)) is None
+
+    shown = kb("eval", "tune", str(suite), "--folds", "3", "--as", "eve",
+               "--note", "first labelled batch").output
+    assert "shipped defaults" in shown and "tuned" in shown
+    assert "stored tuning v1" in shown
+    listed = json.loads(kb("eval", "tunings", "--json").stdout)
+    assert [(r["version"], r["in_use"]) for r in listed] == [(1, True)]
+    record = listed[0]
+    assert record["metrics"]["cross_validated"]["tuned"]["abstention_recall"] is not None
+
+    # The answer path picks the record up with its next question, in any process.
+    other = Assistant(engine=built.engine, index=built.assistant.index,
+                      settings=built.settings, clock=built.clock)
+    other.ask(Question(text="how do refunds work?", audience="internal"))
+    assert other.policy.tuning_sha256 == record["sha256"]
+    assert other.policy.abstention is not None
+    off = other.ask(Question(text="give me a recipe for banana bread", audience="internal"))
+    assert off.status == "no_answer"
+
+    out = tmp_path / "run.json"
+    kb("eval", "run", str(suite), "--json", str(out))
+    assert json.loads(out.read_text())["tuning_sha256"] == record["sha256"]
+
+    kb("eval", "use-tuning", "defaults", "--as", "eve", "--note", "roll back")
+    other.ask(Question(text="how do refunds work?", audience="internal"))
+    assert other.policy.tuning_sha256 is None
+    kb("eval", "run", str(suite), "--json", str(out))
+    assert json.loads(out.read_text())["tuning_sha256"] is None
+    kb("eval", "use-tuning", "7", "--as", "eve", code=2)
+
+    with Session(built.engine) as s:
+        events = s.exec(select(AuditEvent).where(
+            AuditEvent.action.in_(("tuning.stored", "tuning.used")))  # type: ignore[attr-defined]
+            .order_by(AuditEvent.id)).all()  # type: ignore[arg-type]
+    assert [(e.action, e.actor, e.details.get("tuning_version")) for e in events] == [
+        ("tuning.stored", "eve", 1), ("tuning.used", "eve", 1), ("tuning.used", "eve", None)]
+    assert events[-1].details["note"] == "roll back"
