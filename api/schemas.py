@@ -133,6 +133,8 @@ class ReadyOut(BaseModel):
     status: Literal["ready", "not ready"]
     database: str = Field(description="`ok` or `error: <exception type>`.")
     index: str = Field(description="`ok (<n> chunks)` or `error: <exception type>`.")
+    missing: list[str] = Field(default_factory=list, description="The checks that failed "
+                               "(what is missing), empty when ready.")
 
 
 # --- knowledge health (GET /v1/health/knowledge; definitions in evals/health.py) -----------

@@ -19,13 +19,14 @@ worker and machine sees it) and the served versions that have nothing to index.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlparse
 
 import numpy as np
@@ -33,6 +34,7 @@ from numpy.typing import NDArray
 
 from assist.chunks import CHUNKER_VERSION, Chunk
 from kb.audience import chunk_views
+from kb.errors import Unavailable
 from kb.settings import IndexSettings
 
 LAYOUT_VERSION = 2  # 2: one copy per audience label, chunk fields packed in one metadata key
@@ -62,6 +64,38 @@ def make_chroma_client(data_dir: Path, chroma_url: str | None) -> Any:
     path = data_dir / "chroma"
     path.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the Chroma server could not be reached (refused, reset, timed
+    out), as opposed to a refusal by a server that answered."""
+    import httpx
+
+    return isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError)
+
+
+def _reachable(method: Callable[P, R]) -> Callable[P, R]:
+    """A Chroma server that does not answer becomes :class:`Unavailable` (503 with the
+    reason, ``/readyz`` names it), never a 500 and never an empty result. The HTTP client
+    reconnects by itself, so service resumes when the server is back."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except Unavailable:
+            raise
+        except Exception as exc:
+            if _unreachable(exc):
+                raise Unavailable(f"the index server (Chroma) does not answer "
+                                  f"({type(exc).__name__}); retry shortly") from exc
+            raise
+
+    return call
 
 
 def _meta(chunk: Chunk) -> dict[str, Any]:
@@ -116,6 +150,7 @@ class ChromaStore:
     def _name(self, view: str, locale: str) -> str:
         return f"{self.prefix}--{_slug(view)}--{_slug(locale)}"
 
+    @_reachable
     def collection(self, view: str, locale: str, *, create: bool) -> Any | None:
         """The collection of one view and locale (None if it does not exist and not
         ``create``)."""
@@ -130,11 +165,14 @@ class ChromaStore:
         else:
             try:
                 col = self.client.get_collection(name, embedding_function=None)
-            except Exception:  # chromadb raises NotFoundError/ValueError by version
+            except Exception as exc:  # chromadb raises NotFoundError/ValueError by version
+                if _unreachable(exc):  # not "no such collection": the server is away
+                    raise
                 return None
         self._collections[name] = col
         return col
 
+    @_reachable
     def _all_collections(self) -> list[Any]:
         out = []
         for c in self.client.list_collections():
@@ -145,6 +183,7 @@ class ChromaStore:
 
     # --- state: generation and versions with nothing to index -------------------------
 
+    @_reachable
     def _state(self) -> Any:
         return self.client.get_or_create_collection(
             f"{self.prefix}--state", embedding_function=None,
@@ -166,6 +205,7 @@ class ChromaStore:
         """Article id -> served version that has nothing to index."""
         return self._empty(dict(self._state().metadata or {}))
 
+    @_reachable
     def bump(self, empty: dict[str, int | None] | None = None) -> None:
         """A new generation; ``empty`` updates the versions with nothing to index (``None``
         as a value clears an entry)."""
@@ -182,6 +222,7 @@ class ChromaStore:
 
     # --- reads ------------------------------------------------------------------------
 
+    @_reachable
     def contents(self) -> Contents:
         """Every chunk of every collection (a chunk in several views is read once)."""
         chunks: list[Chunk] = []
@@ -204,6 +245,7 @@ class ChromaStore:
                 rows.append(ids[cid])
         return Contents(chunks, ids, membership, views)
 
+    @_reachable
     def query(self, vectors: NDArray[np.float32], asks: list[tuple[tuple[str, ...], str, int]],
               *, sizes: dict[tuple[str, str], int]) -> list[list[tuple[str, float]]]:
         """For each vector and its (views, locale, n): (chunk id, cosine similarity), best
@@ -233,6 +275,7 @@ class ChromaStore:
 
     # --- writes -----------------------------------------------------------------------
 
+    @_reachable
     def upsert(self, chunks: Sequence[Chunk], vectors: NDArray[np.float32]) -> None:
         """Store ``chunks`` once in each view their audience names."""
         by_key: dict[tuple[str, str], list[int]] = {}
@@ -248,6 +291,7 @@ class ChromaStore:
                            metadatas=[_meta(chunks[i]) for i in part],
                            documents=[chunks[i].text for i in part])
 
+    @_reachable
     def delete_except(self, article_ids: list[str], keep: set[str]) -> None:
         """Delete every chunk of ``article_ids`` whose id is not in ``keep``."""
         for col in self._all_collections():
@@ -260,6 +304,7 @@ class ChromaStore:
                 if old:
                     col.delete(ids=old)
 
+    @_reachable
     def clear(self) -> None:
         """Drop every collection of this prefix, the state included."""
         for col in self._all_collections():

@@ -129,7 +129,8 @@ def test_readyz_reports_what_is_missing(app_client: TestClient, engine: Engine) 
     assert r.status_code == 503
     assert r.json() == {"status": "not ready", "database": "ok",
                         "index": "error: AttributeError", "rate_limits": "ok (per process)",
-                        "index_lag": "error: AttributeError"}
+                        "index_lag": "error: AttributeError",
+                        "missing": ["index", "index_lag"]}
 
 
 def _dumps(data: dict[str, Any]) -> bytes:

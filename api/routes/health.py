@@ -8,6 +8,7 @@ from sqlmodel import Session
 
 from api.schemas import HealthOut, ReadyOut
 from assist.follower import index_lag
+from kb.errors import Unavailable
 
 router = APIRouter(tags=["health"])
 
@@ -23,17 +24,21 @@ def healthz() -> HealthOut:
 def readyz(request: Request, response: Response) -> ReadyOut:
     """The database answers, the index and embedding model are loaded, and the index is
     within ``max_lag_seconds`` of what the database serves (approvals and retirements made
-    by any process); ``index_behind`` lists the articles it has not caught up with."""
+    by any process); ``index_behind`` lists the articles it has not caught up with, and
+    ``missing`` names every check that failed (``database``, ``index``, ``rate_limits``...)."""
     checks: dict[str, str] = {}
     try:
         with Session(request.app.state.engine) as session:
             session.exec(text("SELECT 1"))  # type: ignore[call-overload]
         checks["database"] = "ok"
     except Exception as exc:  # reported, not swallowed: the probe says what is wrong
-        checks["database"] = f"error: {type(exc).__name__}"
+        checks["database"] = f"error: the database does not answer ({type(exc).__name__})"
     try:
-        catalog = request.app.state.assistant.index.catalog()
+        # Asks the store for its generation: a Chroma server that went away shows here.
+        catalog = request.app.state.assistant.index.catalog(check=True)
         checks["index"] = f"ok ({len(catalog.chunks)} chunks)"
+    except Unavailable as exc:
+        checks["index"] = f"error: {exc}"
     except Exception as exc:
         checks["index"] = f"error: {type(exc).__name__}"
     limiter = getattr(request.app.state, "limiter", None)
@@ -56,7 +61,7 @@ def readyz(request: Request, response: Response) -> ReadyOut:
                                f"{', '.join(lag.behind[:10])}")
     except Exception as exc:
         checks["index_lag"] = f"error: {type(exc).__name__}"
-    ready = all(v.startswith("ok") for v in checks.values())
-    response.status_code = 200 if ready else 503
-    return ReadyOut.model_validate({"status": "ready" if ready else "not ready", **checks,
-                                    **lag_info})
+    missing = [name for name, v in checks.items() if not v.startswith("ok")]
+    response.status_code = 503 if missing else 200
+    return ReadyOut.model_validate({"status": "not ready" if missing else "ready", **checks,
+                                    "missing": missing, **lag_info})
