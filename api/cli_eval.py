@@ -273,7 +273,7 @@ def health(ctx: typer.Context, as_json: JsonOpt = False,
 
     c = get_ctx(ctx)
     with Session(c.engine) as s:
-        data = knowledge_health(s, now=c.clock())
+        data = knowledge_health(s, now=c.clock(), group_gaps=c.assistant.gaps)
         if save:
             save_snapshot(s, data)
     if as_json:
@@ -315,6 +315,6 @@ def report(ctx: typer.Context,
     with Session(c.engine) as s:
         runs = s.exec(select(EvalRun).order_by(col(EvalRun.at))).all()
         snaps = s.exec(select(HealthSnapshot).order_by(col(HealthSnapshot.at))).all()
-        data = knowledge_health(s, now=c.clock())
+        data = knowledge_health(s, now=c.clock(), group_gaps=c.assistant.gaps)
     for path in write_report(out_dir, runs, snaps, data):
         out.print(f"wrote {path}")

@@ -9,8 +9,8 @@ also names the nearest served article, so the owner sees where the answer probab
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,25 @@ from assist.index import ChunkIndex
 from kb.audience import INTERNAL
 
 _CACHE = 20_000  # question vectors kept between calls (questions repeat)
+
+GapGrouper = Callable[[Sequence[str]], Sequence[int]]
+
+
+def merge_by_meaning(counts: Mapping[str, int], group: GapGrouper | None) -> Counter[str]:
+    """``counts`` of questions, merged by meaning when ``group`` is given (a group number per
+    question, e.g. :class:`MeaningGroups`): each gap is named by its most asked wording and
+    counts every question of its group."""
+    if group is None or len(counts) < 2:
+        return Counter(counts)
+    questions = list(counts)
+    members: dict[int, list[str]] = {}
+    for q, g in zip(questions, group(questions), strict=True):
+        members.setdefault(g, []).append(q)
+    merged: Counter[str] = Counter()
+    for qs in members.values():
+        name = max(qs, key=lambda q: (counts[q], -len(q)))
+        merged[name] = sum(counts[q] for q in qs)
+    return merged
 
 
 class MeaningGroups:

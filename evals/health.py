@@ -12,7 +12,8 @@ Definitions (also in the README):
 - **usage**: citations per article in the last 7 and 30 days (a citation = one passage served
   by /v1/assist); **never_cited**: served articles never cited.
 - **outcomes_30d**: share of assist calls answered / escalated / no_answer in the last 30
-  days; **top_gaps**: the most frequent no_answer questions (redacted, grouped by normalised
+  days; **top_gaps**: the most frequent no_answer questions (redacted, grouped by meaning when
+  a grouper is given, as in the owners' queue, else by normalised
   wording).
 - **flags**: open flags; median hours from flag to resolution.
 - **approval_lag_hours**: median hours from a version's creation to its approval.
@@ -31,6 +32,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from assist.chunks import chunk_version
+from assist.gaps import GapGrouper, merge_by_meaning
 from kb.governance import served_numbers, statuses
 from kb.models import Approval, ArticleVersion, Flag, HealthSnapshot, QueryLog, utcnow
 
@@ -88,7 +90,8 @@ def duplicate_sections(session: Session, *, threshold: float = 0.8) -> list[dict
     return sorted(pairs, key=lambda p: -p["similarity"])
 
 
-def knowledge_health(session: Session, *, now: datetime | None = None) -> dict[str, Any]:
+def knowledge_health(session: Session, *, now: datetime | None = None,
+                     group_gaps: GapGrouper | None = None) -> dict[str, Any]:
     now = now or utcnow()
     rows = statuses(session, now=now)
     states = Counter(r.state for r in rows)
@@ -110,7 +113,8 @@ def knowledge_health(session: Session, *, now: datetime | None = None) -> dict[s
                 cited_7[s["article_id"]] += 1
     ever = {s["article_id"] for q in session.exec(select(QueryLog.served)).all() for s in q}
     outcomes = Counter(q.status for q in logs)
-    gaps = Counter(_norm_question(q.question) for q in logs if q.status == "no_answer")
+    gaps = merge_by_meaning(
+        Counter(_norm_question(q.question) for q in logs if q.status == "no_answer"), group_gaps)
 
     flags = session.exec(select(Flag)).all()
     resolve_hours = [(f.resolved_at - f.created_at).total_seconds() / 3600 for f in flags

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlmodel import Session, col, func, select
 
+from assist.gaps import GapGrouper, merge_by_meaning
 from kb.console_models import CitationRollup, QueryRollup
 from kb.governance import statuses
 from kb.models import Approval, ArticleVersion, EvalRun, Flag, QueryLog
@@ -77,7 +78,7 @@ def _med(values: list[float]) -> float | None:
 
 
 def trends(session: Session, *, now: datetime, days: int = 28,
-           top: int = 10) -> Trends:
+           top: int = 10, group_gaps: GapGrouper | None = None) -> Trends:
     until = now.date()
     day_list = _days(until, days)
     since = day_list[0]
@@ -135,7 +136,7 @@ def trends(session: Session, *, now: datetime, days: int = 28,
         lag[_week_of(approved_at.date())].append((approved_at - created_at).total_seconds()
                                                  / 3600)
 
-    # Gaps: unanswered questions in the window, grouped by wording.
+    # Gaps: unanswered questions in the window, grouped by wording...
     gap_rows = session.exec(
         select(QueryLog.audience, QueryLog.question, func.count())
         .where(QueryLog.status == "no_answer", col(QueryLog.at) >= start)
@@ -147,6 +148,10 @@ def trends(session: Session, *, now: datetime, days: int = 28,
         gaps[_norm(question)] += int(n)
         if audience.startswith("vendor:"):
             vendor_gaps[audience][_norm(question)] += int(n)
+    # ... then by meaning, as the owners' queue groups them.
+    gaps = merge_by_meaning(gaps, group_gaps)
+    vendor_gaps = defaultdict(Counter, {a: merge_by_meaning(c, group_gaps)
+                                        for a, c in vendor_gaps.items()})
 
     # Citations per article in the window (roll-up); never cited: served, no citation ever.
     cited = session.exec(

@@ -15,6 +15,8 @@ from assist import indexer
 from assist.embedder import MiniLMEmbedder
 from assist.gaps import MeaningGroups
 from assist.runtime import make_index
+from evals.health import knowledge_health
+from evals.trends import trends
 from kb import governance
 from kb.models import Flag, QueryLog
 from kb.queue import review_queue
@@ -69,6 +71,17 @@ def test_unanswered_questions_group_by_meaning_with_the_nearest_article(
     paypal = gaps[0]  # the biggest gap first: two unanswered, one answer flagged wrong
     assert paypal["nearest_article"]["article_id"] == "payment-methods"
     assert len(by_wording) == 6  # by normalised wording nothing matched
+
+    # Knowledge health and the dashboard count gaps the same way, by meaning.
+    with Session(engine) as s:
+        health = knowledge_health(s, now=T0, group_gaps=groups)
+        trend = trends(s, now=T0, days=7, group_gaps=groups)
+        by_words = knowledge_health(s, now=T0)
+    assert sorted(g["count"] for g in health["outcomes_30d"]["top_gaps"]) == [1, 2, 2]
+    assert sorted(n for _, n in trend.gaps) == [1, 2, 2]
+    weather = next(g for g in health["outcomes_30d"]["top_gaps"] if "weather" in g["question"])
+    assert weather["count"] == 2
+    assert sorted(g["count"] for g in by_words["outcomes_30d"]["top_gaps"]) == [1, 1, 1, 1, 1]
 
 
 def test_a_random_order_gives_the_same_groups(settings: Settings) -> None:

@@ -26,7 +26,7 @@ LABEL = {"answered": "answered", "escalate": "escalated", "no_answer": "no answe
 def dashboard(request: Request, caller: HealthReader, session: SessionDep, clock: ClockDep,
               days: Annotated[int, Query(ge=7, le=120)] = 28,
               a: str = "", b: str = "") -> Response:
-    t = trends(session, now=clock(), days=days)
+    t = trends(session, now=clock(), days=days, group_gaps=request.app.state.assistant.gaps)
     for s in t.outcomes:
         s.name = LABEL[s.name]
     charts = [
