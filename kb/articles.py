@@ -195,8 +195,10 @@ def slugify(text: str) -> str:
 
 
 def _line_offsets(text: str) -> list[int]:
+    """Where each line starts, counting lines as markdown-it does (``\r\n``, a lone ``\r``
+    and ``\n`` each end one), so its token line numbers index this list."""
     offsets = [0]
-    for match in re.finditer("\n", text):
+    for match in re.finditer("\r\n?|\n", text):
         offsets.append(match.end())
     offsets.append(len(text))
     return offsets
