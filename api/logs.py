@@ -6,7 +6,8 @@ default) or one readable line (``text``), and carries the id of the request it b
 - :class:`RequestIds` (pure ASGI middleware, outermost) takes the caller's ``X-Request-ID``
   when it is a sane token (letters, digits, ``._:-``, at most 128 characters) or makes one,
   echoes it on every response (refusals before a route runs included), and logs one
-  ``request`` line per request: method, route template, status, duration. Never the query
+  ``request`` line per request: method, route template, status, duration (successful
+  probes and scrapes at debug level). Never the query
   string or the body, so question text never reaches a log: questions are kept only
   redacted, and only in the audit table.
 - :class:`RequestIdFilter` stamps every record with the id of the request being served
@@ -40,6 +41,7 @@ __all__ = ["REQUEST_ID_HEADER", "JsonFormatter", "RequestIdFilter", "RequestIds"
 REQUEST_ID_HEADER = "X-Request-ID"
 _HEADER = REQUEST_ID_HEADER.lower().encode("latin-1")
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
 _request_id: ContextVar[str] = ContextVar("canon_request_id", default="-")
 
 log = logging.getLogger("canon.http")
@@ -158,8 +160,9 @@ class RequestIds:
             await self.app(scope, receive, sending)
         finally:
             route: Any = scope.get("route")
-            log.info("request", extra={"fields": {
-                "method": scope.get("method", "GET"),
-                "route": getattr(route, "path", None) or "unmatched",
-                "status": status,
+            template = getattr(route, "path", None) or "unmatched"
+            # Probes and scrapes arrive every few seconds: logged at debug level.
+            level = logging.DEBUG if template in _QUIET and status < 400 else logging.INFO
+            log.log(level, "request", extra={"fields": {
+                "method": scope.get("method", "GET"), "route": template, "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2)}})

@@ -232,7 +232,8 @@ def setup(chunks: int) -> str:
         return result.stdout
 
     kb("users", "bootstrap", "load-admin")
-    kb("users", "add", "load-writer", "--role", "owner", "--as", "load-admin")
+    kb("users", "add", "load-writer", "--role", "owner", "--as", "load-admin",
+       *[arg for i in range(7) for arg in ("--team", f"team-{i}")])  # the generator's owners
     kb("users", "add", "load-ev", "--role", "evaluator", "--as", "load-admin")
     kb("sync", "--as", "load-writer")
     kb("approve", "--all", "--as", "load-admin")

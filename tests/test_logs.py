@@ -39,7 +39,7 @@ def captured() -> Iterator[io.StringIO]:
     logger = logging.getLogger("canon")
     old_level, old_propagate = logger.level, logger.propagate
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)
     logger.propagate = False
     yield stream
     logger.removeHandler(handler)
@@ -73,8 +73,10 @@ def test_request_id_echoed_made_and_logged(settings: Settings, engine: Engine,
                                                    made.headers["X-Request-ID"]}
     first = next(x for x in requests if x["request_id"] == "ticket-4411.a:b")
     assert first["route"] == "/healthz" and first["status"] == 200
+    assert first["level"] == "debug"  # a successful probe; the refusal below is info
     assert first["method"] == "GET" and isinstance(first["duration_ms"], float)
-    assert next(x for x in requests if x["request_id"] == "no-token-1")["status"] == 401
+    refusal = next(x for x in requests if x["request_id"] == "no-token-1")
+    assert refusal["status"] == 401 and refusal["level"] == "info"
 
 
 def test_formatters_carry_fields_and_tracebacks() -> None:
