@@ -249,9 +249,12 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "KB_DATA_DIR": str(settings.data_dir),
                "KB_CONTENT_DIR": str(content), "KB_ASSIST_RATE_PER_MINUTE": "0"}
+        # The server logs every request: to a file, never to an unread pipe (a full pipe
+        # would block the server mid-request).
+        server_log = (tmp / "server.log").open("wb")
         server = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "serve", "--port", str(port)], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdout=subprocess.DEVNULL, stderr=server_log)
         url = f"http://127.0.0.1:{port}"
         try:
             import httpx
@@ -276,6 +279,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
+            server_log.close()
     engine.dispose()
     if args.workdir is None:
         shutil.rmtree(tmp, ignore_errors=True)
