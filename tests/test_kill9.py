@@ -13,12 +13,18 @@ uninterrupted (so kills land in imports, checks, commits and indexing alike). Th
   server does first), after which it holds exactly the served versions, each chunk a
   byte-exact span of its version's text, and the answer path serves only those spans.
 
-``CANON_KILL9_RUNS`` sets the number of runs (default 6, two per command, in CI; the issue's
-long form is ``CANON_KILL9_RUNS=30`` or more); ``CANON_KILL9_SEED`` the random seed.
+Two stacks: SQLite with the embedded index, and (with ``KB_TEST_DATABASE_URL``) a private
+PostgreSQL database with a real Chroma server (`chroma run`), where a killed writer can
+leave the shared index half-written for every server.
+
+``CANON_KILL9_RUNS`` sets the number of runs per stack (default: 6 on the embedded stack and
+3 on PostgreSQL + Chroma server in CI; the issue's long form is ``CANON_KILL9_RUNS=30`` or
+more); ``CANON_KILL9_SEED`` the random seed.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -26,6 +32,9 @@ import random
 import signal
 import subprocess
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +42,19 @@ import pytest
 import sqlalchemy as sa
 
 from .conftest import article_text
-from .servers import kb_command, python_env, run_kb, setup_world
+from .servers import (
+    PG_URL,
+    chroma_server,
+    kb_command,
+    pg_database,
+    python_env,
+    run_kb,
+    setup_world,
+)
 
 pytestmark = pytest.mark.slow
 
-RUNS = int(os.environ.get("CANON_KILL9_RUNS", "6"))
+RUNS = os.environ.get("CANON_KILL9_RUNS")
 SEED = int(os.environ.get("CANON_KILL9_SEED", str(int(time.time()))))
 ARTICLES = [f"policy-{name}" for name in ("refunds", "shipping", "warranty", "returns",
                                            "billing", "security")]
@@ -63,7 +80,8 @@ def _snapshot(engine: sa.Engine) -> dict[str, Any]:
         latest = dict(conn.execute(sa.text("SELECT id, latest_version FROM article")).all())
         retired = dict(conn.execute(sa.text(
             "SELECT article_id, max(up_to_version) FROM retirement GROUP BY article_id")).all())
-        integrity = conn.exec_driver_sql("PRAGMA integrity_check").scalar_one()
+        integrity = (conn.exec_driver_sql("PRAGMA integrity_check").scalar_one()
+                     if engine.dialect.name == "sqlite" else "ok")
     served: dict[str, int] = {}
     for _, art, n, _, _ in approvals:
         if n > retired.get(art, 0) and n > served.get(art, 0):
@@ -120,12 +138,30 @@ def _check_index(env: dict[str, str], *, repair_start: bool) -> dict[str, Any]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def test_kill9_at_random_points_leaves_everything_consistent(tmp_path: Path) -> None:
+@pytest.fixture(params=["embedded"] + (["postgresql-chroma-server"] if PG_URL else []))
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[dict[str, str], int]]:
+    """(the KB_* environment, the number of runs) of one stack."""
+    env = {"KB_DATA_DIR": str(tmp_path / ".canon"), "KB_CONTENT_DIR": str(tmp_path / "content")}
+    if request.param == "embedded":
+        yield {**env, "KB_DATABASE_URL": f"sqlite:///{tmp_path}/canon.db"}, int(RUNS or 6)
+        return
+    with ExitStack() as stack:
+        env["KB_DATABASE_URL"] = stack.enter_context(pg_database())
+        env["KB_CHROMA_URL"] = stack.enter_context(chroma_server(tmp_path / "chroma"))
+        yield env, int(RUNS or 3)
+    with warnings.catch_warnings():  # the in-process CLI's Chroma HTTP client leaves
+        warnings.simplefilter("ignore")  # keep-alive sockets to the garbage collector
+        gc.collect()
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_kill9_at_random_points_leaves_everything_consistent(
+        stack: tuple[dict[str, str], int]) -> None:
+    env, runs = stack
     rng = random.Random(SEED)
-    content = tmp_path / "content"
+    content = Path(env["KB_CONTENT_DIR"])
     content.mkdir()
-    env = {"KB_DATA_DIR": str(tmp_path / ".canon"), "KB_CONTENT_DIR": str(content),
-           "KB_DATABASE_URL": f"sqlite:///{tmp_path}/canon.db"}
     setup_world(env, content, {a: article_text(a, owner="team-a", body=_body(a, 10))
                                for a in ARTICLES})
     engine = sa.create_engine(env["KB_DATABASE_URL"])
@@ -159,7 +195,7 @@ def test_kill9_at_random_points_leaves_everything_consistent(tmp_path: Path) -> 
         durations[kind] = time.monotonic() - started
 
     killed = finished = changed = 0
-    for run in range(RUNS):
+    for run in range(runs):
         kind = COMMANDS[run % len(COMMANDS)]
         argv = command(kind)
         before = _snapshot(engine)
@@ -185,7 +221,8 @@ def test_kill9_at_random_points_leaves_everything_consistent(tmp_path: Path) -> 
         assert report["problems"] == [], (context, report)
         assert report["manifest"] == _snapshot(engine)["served"], context
     engine.dispose()
-    print(f"kill -9: {RUNS} runs ({killed} killed, {finished} finished first, {changed} "
+    name = "PostgreSQL + Chroma server" if "KB_CHROMA_URL" in env else "SQLite, embedded index"
+    print(f"kill -9 ({name}): {runs} runs ({killed} killed, {finished} finished first, {changed} "
           "committed something before the kill or the end), "
           f"seed {SEED}, durations {durations}")
-    assert killed >= RUNS // 2, f"too few runs were killed: {killed} of {RUNS}"
+    assert killed >= runs // 2, f"too few runs were killed: {killed} of {runs}"
