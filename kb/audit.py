@@ -75,19 +75,25 @@ def _day(at: datetime) -> str:
     return (at.astimezone(UTC) if at.tzinfo else at).strftime("%Y-%m-%d")
 
 
+_UPSERTS: dict[tuple[str, str], Any] = {}  # (dialect, table) -> statement, built once
+
+
 def _upsert(conn: Connection, table: Any, keys: list[str], rows: list[dict[str, Any]]) -> None:
+    """Add each row's ``n`` to its counter row (created at 0). The statement is built once per
+    dialect and table: this runs on every answer."""
     if not rows:
         return
-    from sqlalchemy.dialects import postgresql, sqlite
+    statement = _UPSERTS.get((conn.dialect.name, table.name))
+    if statement is None:
+        from sqlalchemy.dialects import postgresql, sqlite
 
-    if conn.dialect.name == "postgresql":
-        pg = postgresql.insert(table)
-        conn.execute(pg.on_conflict_do_update(index_elements=keys,
-                                              set_={"n": table.c.n + pg.excluded.n}), rows)
-    else:
-        lite = sqlite.insert(table)
-        conn.execute(lite.on_conflict_do_update(index_elements=keys,
-                                                set_={"n": table.c.n + lite.excluded.n}), rows)
+        dialect_insert = (postgresql.insert if conn.dialect.name == "postgresql"
+                          else sqlite.insert)
+        ins = dialect_insert(table)
+        statement = ins.on_conflict_do_update(index_elements=keys,
+                                              set_={"n": table.c.n + ins.excluded.n})
+        _UPSERTS[(conn.dialect.name, table.name)] = statement
+    conn.execute(statement, rows)
 
 
 def add_to_rollups(conn: Connection, entries: list[dict[str, Any]]) -> None:
