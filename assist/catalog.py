@@ -21,6 +21,8 @@ from assist.chunks import Chunk
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 _STOPWORDS = frozenset(bm25s.stopwords.STOPWORDS_EN)
 
+MIXED = -1  # manifest value of an article indexed at several versions at once
+
 
 class LexicalTokenizer:
     def __init__(self) -> None:
@@ -46,8 +48,21 @@ class Catalog:
 
     def manifest(self) -> dict[str, int]:
         """Article id -> version number indexed (including served versions that have
-        nothing to index)."""
-        return {**self.empty, **{c.article_id: c.version for c in self.chunks}}
+        nothing to index).
+
+        An article whose chunks are of more than one version, or that has chunks and an
+        entry among the versions with nothing to index, is :data:`MIXED` (-1): a writer died
+        between putting a version's chunks in and taking the previous ones out (``kill -9``
+        of ``kb approve`` while it indexed). It matches no served version, so the next
+        refresh re-indexes the article and removes the leftovers."""
+        versions: dict[str, set[int]] = {}
+        for c in self.chunks:
+            versions.setdefault(c.article_id, set()).add(c.version)
+        out = dict(self.empty)
+        for article_id, numbers in versions.items():
+            mixed = len(numbers) > 1 or article_id in self.empty
+            out[article_id] = MIXED if mixed else next(iter(numbers))
+        return out
 
     def coverage(self, question: set[str], cid: str) -> float:
         """Share of the ``question``'s IDF-weighted terms that occur in the chunk. Terms the
