@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from kb.settings import Settings
 from kb.sync import sync_folder
 
 from .kbs import DEMO_CONTENT
+from .servers import free_port, stop
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 USERS = {
@@ -53,12 +53,6 @@ class World:
     content: Path
     server: subprocess.Popen[bytes]
     env: dict[str, str] = field(default_factory=dict)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def seed_query_log(session: Session, *, now: datetime, rows: int = 600,
@@ -157,10 +151,3 @@ def start_world(root: Path, log: Path) -> World:
                  server=server, env=env)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

@@ -16,13 +16,10 @@ import gc
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Iterator
 from datetime import datetime
@@ -35,6 +32,7 @@ from typer.testing import CliRunner
 from api.cli import app as cli_app
 
 from .conftest import article_text
+from .servers import free_port, http, stop, wait_http
 
 pytestmark = [
     pytest.mark.slow,
@@ -67,46 +65,10 @@ A solid white light on the Hub 3 router means the connection is working.
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str, token: str | None = None, body: dict[str, Any] | None = None,
          ) -> tuple[int, dict[str, Any]]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {seconds} s")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    status, data, _ = http("POST" if body is not None else "GET", url, token=token, body=body)
+    return status, data
 
 
 @pytest.fixture(params=["embedded", "chroma-server"])
@@ -122,13 +84,13 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, 
            "KB_DATABASE_URL": f"sqlite:///{tmp_path}/canon.db", "KB_INDEX__FOLLOW_SECONDS": "0.2"}
     chroma = None
     if request.param == "chroma-server":
-        cport = _free_port()
+        cport = free_port()
         chroma_bin = shutil.which("chroma", path=str(Path(sys.executable).parent))
         assert chroma_bin, "the chroma CLI comes with chromadb"
         chroma = subprocess.Popen([chroma_bin, "run", "--path", str(tmp_path / "chroma-srv"),
                                    "--host", "127.0.0.1", "--port", str(cport)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(f"http://127.0.0.1:{cport}/api/v2/heartbeat", chroma)
+        wait_http(f"http://127.0.0.1:{cport}/api/v2/heartbeat", chroma)
         env["KB_CHROMA_URL"] = f"http://127.0.0.1:{cport}"
     runner = CliRunner()
 
@@ -145,20 +107,20 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, 
     lead = kb("tokens", "create", "--user", "lead", "--as", "admin").strip()
     kb("sync", "--as", "writer")
     kb("approve", "--all", "--as", "lead")  # no server yet: the CLI indexes
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-c", "from api.cli import main; main()", "serve", "--port",
          str(port)], env={**os.environ, **env}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait(f"{base}/healthz", server)
+        wait_http(f"{base}/healthz", server)
         yield {"kb": kb, "base": base, "token": token, "lead": lead, "content": content,
                "mode": request.param, "server": server}
     finally:
-        _stop(server)
+        stop(server)
         if chroma is not None:
-            _stop(chroma)
+            stop(chroma)
         with warnings.catch_warnings():  # collect the HTTP client's sockets here, not in
             warnings.simplefilter("ignore")  # whichever later test the collector runs in
             gc.collect()
