@@ -169,13 +169,12 @@ class Assistant:
     """The answer path behind ``POST /v1/assist`` and ``kb eval run``."""
 
     def __init__(self, *, engine: Engine, index: ChunkIndex, settings: Settings,
-                 clock: Clock = system_clock, use_tuning: bool = True) -> None:
+                 clock: Clock = system_clock) -> None:
         self.engine = engine
         self.index = index
         self.settings = settings
         # The retrieval and abstention in use: the settings, with the tuning record in use
         # applied (re-read whenever the governance clock moves; see kb/tuning.py).
-        self.use_tuning = use_tuning
         self.policy: Policy = policy_for(settings, None)
         self.clock = clock  # freshness and the query log read time only from here
         self.max_lag_seconds = settings.index.max_lag_seconds
@@ -205,8 +204,7 @@ class Assistant:
         tick = governance_tick(conn)
         if tick != self._tick:
             self._served = {}
-            active = tunings.active(conn) if self.use_tuning else None
-            self.policy = policy_for(self.settings, active)
+            self.policy = policy_for(self.settings, tunings.active(conn))
             self._tick = tick
         return self.policy
 

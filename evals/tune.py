@@ -36,7 +36,7 @@ import numpy as np
 from assist.answer import Assistant, Evidence, Question, serve_order
 from assist.calibration import (
     SIGNALS,
-    AbstentionModel,
+    TUNABLE_FUSIONS,
     Policy,
     fit_abstention,
     signals,
@@ -162,7 +162,7 @@ def fit(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSett
     """Retrieval, then abstention, fitted on ``seen``."""
     notes: list[str] = []
     best = Policy(base, answer)
-    if base.fusion in ("weighted", "article"):
+    if base.fusion in TUNABLE_FUSIONS:
         shipped = _case_scores(seen, best)
         best_gain = 0.0
         for retrieval in retrieval_grid(base)[1:]:
@@ -256,7 +256,3 @@ def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSet
 def _headline(m: dict[str, float | None]) -> dict[str, float | None]:
     return {k: m.get(k) for k in HEADLINE}
 
-
-def abstention_model(params: dict[str, Any]) -> AbstentionModel | None:
-    data = params.get("abstention")
-    return AbstentionModel.from_dict(data) if data else None
