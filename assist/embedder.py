@@ -30,10 +30,11 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-__all__ = ["BACKENDS", "MODEL_NAME", "MiniLMEmbedder"]
+__all__ = ["BACKENDS", "MODEL_NAME", "PRECISIONS", "MiniLMEmbedder"]
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BACKENDS = ("onnx", "numpy")
+PRECISIONS = ("fp32", "int8")
 
 F32 = NDArray[np.float32]
 
@@ -285,13 +286,19 @@ class MiniLMEmbedder:
     """all-MiniLM-L6-v2 sentence embeddings (384-d, normalised), ONNX Runtime or NumPy.
 
     ``threads`` is ONNX Runtime's intra-op thread count (default: every core).
+    ``query_precision="int8"`` runs :meth:`embed_queries` (the answer path's questions) on a
+    quantized copy of the graph; documents are always embedded in float32, so the index is
+    the same either way. The NumPy backend has no int8 path and stays float32.
     """
 
     def __init__(self, model_dir: Path | None = None, *, backend: str = "onnx",
-                 threads: int = 0) -> None:
+                 threads: int = 0, query_precision: str = "fp32") -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown embedding backend {backend!r}; use one of "
                              f"{', '.join(BACKENDS)}")
+        if query_precision not in PRECISIONS:
+            raise ValueError(f"unknown query precision {query_precision!r}; use one of "
+                             f"{', '.join(PRECISIONS)}")
         if threads < 0:
             raise ValueError("threads must be >= 0 (0 = every core)")
         self._model_dir = Path(model_dir) if model_dir is not None else None
@@ -301,6 +308,8 @@ class MiniLMEmbedder:
         self._weights: _Weights | None = None
         self._tokenizer: Tokenizer | None = None
         self._session: Any = None
+        self._query_session: Any = None
+        self.query_precision = query_precision
         self._max_seq_length = 256
 
     @property
@@ -355,14 +364,23 @@ class MiniLMEmbedder:
                 if self.backend == "onnx":
                     import os
 
-                    from assist.onnx_model import build_model, make_session
+                    from assist.onnx_model import build_model, make_session, quantize
 
                     threads = self.threads or os.cpu_count() or 1
-                    self._session = make_session(build_model(wt), threads=threads)
+                    graph = build_model(wt)
+                    self._session = make_session(graph, threads=threads)
+                    self._query_session = (make_session(quantize(graph), threads=threads)
+                                           if self.query_precision == "int8"
+                                           else self._session)
                 self._weights, self._tokenizer = wt, tok
             return self._weights, self._tokenizer
 
-    def embed(self, texts: Sequence[str], *, batch_size: int = 32) -> F32:
+    def embed_queries(self, texts: Sequence[str]) -> F32:
+        """Embed questions to search the index with, in one batch, at ``query_precision``."""
+        return self.embed(texts, batch_size=max(1, len(texts)), _query=True)
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 32,
+              _query: bool = False) -> F32:
         """Embed ``texts`` into a float32 ``(len(texts), 384)`` array of unit vectors."""
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of strings; use embed_query() for one")
@@ -387,11 +405,12 @@ class MiniLMEmbedder:
                 toks = ids_list[i]
                 ids[row, : len(toks)] = toks
                 mask[row, : len(toks)] = 1.0
-            out[idx] = self._run(wt, ids, mask)
+            out[idx] = self._run(wt, ids, mask, query=_query)
         return out
 
-    def _run(self, wt: _Weights, ids: NDArray[np.int64], mask: F32) -> F32:
-        session = self._session
+    def _run(self, wt: _Weights, ids: NDArray[np.int64], mask: F32, *,
+             query: bool = False) -> F32:
+        session = self._query_session if query else self._session
         if session is None:
             return _forward(wt, ids, mask)
         result = session.run(None, {"input_ids": ids.astype(np.int32),

@@ -175,7 +175,10 @@ class ChunkIndex:
     def _search_batch(
         self, items: list[_Search],
     ) -> list[tuple[NDArray[np.float32], list[tuple[str, float]]]]:
-        vectors = self.embedder.embed([s.question for s in items], batch_size=len(items))
+        questions = [s.question for s in items]
+        embed_queries = getattr(self.embedder, "embed_queries", None)
+        vectors = (embed_queries(questions) if embed_queries is not None
+                   else self.embedder.embed(questions, batch_size=len(items)))
         hits = self._dense_many(vectors, [(s.views, s.locale, s.n) for s in items])
         return list(zip(vectors, hits, strict=True))
 

@@ -94,6 +94,39 @@ def build_model(wt: _Weights) -> bytes:
     return data
 
 
+def quantize(model: bytes) -> bytes:
+    """``model`` with int8 weights in its matrix multiplications (ONNX Runtime's dynamic
+    quantization, per output channel; activations stay float and are quantized on the fly).
+
+    For queries only: about 1.7x faster per question on a 2-core machine, and its vectors
+    have cosine >= 0.99 with the float model's, so they search the float index (see
+    ``IndexSettings.query_precision``)."""
+    import logging
+    import tempfile
+    from pathlib import Path
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    quiet = _DropAdvice()
+    root.addFilter(quiet)  # its "consider pre-processing" advice goes to the root logger
+    try:
+        with tempfile.TemporaryDirectory(prefix="canon-int8-") as tmp:
+            src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            src.write_bytes(model)
+            # The graph's fused Microsoft-domain nodes give shape inference no output type.
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
+                             extra_options={"DefaultTensorType": 1})  # onnx.TensorProto.FLOAT
+            return dst.read_bytes()
+    finally:
+        root.removeFilter(quiet)
+
+
+class _DropAdvice:
+    def filter(self, record: Any) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
 def make_session(model: bytes, *, threads: int) -> Any:
     """An ONNX Runtime CPU session; ``threads`` intra-op threads, no busy-spinning."""
     import onnxruntime as ort

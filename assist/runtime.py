@@ -26,7 +26,8 @@ def make_index(settings: Settings, embedder: Embedder | None = None) -> ChunkInd
     client = make_chroma_client(settings.data_dir, settings.chroma_url)
     if embedder is None:
         embedder = MiniLMEmbedder(backend=settings.index.embedder,
-                                  threads=settings.index.embedder_threads)
+                                  threads=settings.index.embedder_threads,
+                                  query_precision=settings.index.query_precision)
     return ChunkIndex(client=client, embedder=embedder, settings=settings.index)
 
 

@@ -187,3 +187,36 @@ def test_llama_index_adapter(embedder: MiniLMEmbedder) -> None:
     np.testing.assert_allclose(np.asarray(texts), expected, atol=1e-6)
     async_query = asyncio.run(wrapped.aget_query_embedding("late delivery"))
     np.testing.assert_allclose(async_query, expected[1], atol=1e-6)
+
+
+def test_rejects_unknown_query_precision() -> None:
+    with pytest.raises(ValueError, match="unknown query precision 'int4'; use one of fp32, int8"):
+        MiniLMEmbedder(query_precision="int4")
+
+
+@pytest.mark.slow
+def test_int8_queries_search_the_float_index() -> None:
+    """Quantized question vectors stay close to the float ones (cosine >= 0.99 for real
+    questions, >= 0.95 for a lone "?"), rank a small corpus the same way, and documents are
+    still embedded in float32."""
+    fp32 = MiniLMEmbedder(threads=1)
+    int8 = MiniLMEmbedder(threads=1, query_precision="int8")
+    texts = [t for t in MIXED if t.strip()]
+    a, b = fp32.embed_queries(texts), int8.embed_queries(texts)
+    cos = (a * b).sum(axis=1)
+    assert cos.min() >= 0.95 and float(np.median(cos)) >= 0.99, cos
+    assert np.abs(a - b).max() > 1e-4  # really a different graph, not the float one again
+    np.testing.assert_allclose(int8.embed(texts), fp32.embed(texts), atol=1e-6)
+    questions = ["How do I reset my password?", "Is the carrier's delay compensated?",
+                 "When should I escalate a duplicate charge?"]
+    docs = fp32.embed(texts)
+    ranks_fp32 = (fp32.embed_queries(questions) @ docs.T).argmax(axis=1)
+    ranks_int8 = (int8.embed_queries(questions) @ docs.T).argmax(axis=1)
+    assert ranks_fp32.tolist() == ranks_int8.tolist()
+
+
+def test_numpy_backend_has_no_int8_path() -> None:
+    """query_precision is an ONNX option; the NumPy reference embeds questions in float32."""
+    a = MiniLMEmbedder(backend="numpy", query_precision="int8").embed_queries(["refund"])
+    b = MiniLMEmbedder(backend="numpy").embed(["refund"])
+    np.testing.assert_allclose(a, b, atol=1e-7)
