@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -46,6 +46,91 @@ def refresh_index(c: Ctx, *, rebuild: bool = False) -> None:
     if report.changed or rebuild:
         err.print(f"index: {len(report.indexed)} articles indexed ({report.chunks} chunks), "
                   f"{len(report.removed)} removed")
+    # The index is whole now: generations older than the previous one go (the previous one
+    # stays for a server of the previous release and for a rollback).
+    pruned = prune_generations(c, keep_previous=True)
+    if pruned["dropped"] or pruned["orphan_folders"]:
+        err.print(_prune_summary(pruned))
+
+
+def prune_generations(c: Ctx, *, keep_previous: bool = True,
+                      dry_run: bool = False) -> dict[str, Any]:
+    """Drop the index generations (collection prefixes) this release does not serve: all
+    but the current one and, with ``keep_previous``, the most recently written other one.
+    With an embedded index, also the folders Chroma left behind for deleted collections.
+    The caller holds the index writer role (always true with a Chroma server)."""
+    from assist import store
+
+    client = c.index.client
+    kept, dropped = store.prune_plan(store.list_generations(client), c.index.prefix,
+                                     keep_previous=keep_previous)
+    folders = size = 0
+    if not dry_run:
+        for g in dropped:
+            store.drop_generation(client, g)
+        if not c.settings.chroma_url:
+            folders, size = store.remove_orphan_segments(c.settings.data_dir / "chroma")
+
+    def row(g: Any) -> dict[str, Any]:
+        return {"prefix": g.prefix, "collections": len(g.collections), "chunks": g.chunks,
+                "last_write_ns": g.last_write_ns}
+
+    return {"current": c.index.prefix, "kept": [row(g) for g in kept],
+            "dropped": [row(g) for g in dropped], "dry_run": dry_run,
+            "orphan_folders": folders, "orphan_bytes": size}
+
+
+def _prune_summary(data: dict[str, Any]) -> str:
+    verb = "would drop" if data["dry_run"] else "dropped"
+    parts = [f"index: {verb} {len(data['dropped'])} old generation(s)"]
+    parts += [f"{g['prefix']} ({g['chunks']} chunks)" for g in data["dropped"]]
+    line = parts[0] + (": " + ", ".join(parts[1:]) if parts[1:] else "")
+    if data["orphan_folders"]:
+        line += (f"; removed {data['orphan_folders']} folder(s) of deleted collections "
+                 f"({data['orphan_bytes'] / 1e6:.1f} MB)")
+    return line
+
+
+def index_prune(
+    ctx: typer.Context,
+    all_old: Annotated[bool, typer.Option("--all", help="Drop the previous generation as well (once the upgrade is kept and no server of the previous release runs).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be dropped.")] = False,
+    user: AsUser = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Drop old index generations: every collection prefix but the current one and the
+    previous one (admins). Prints what was kept and dropped."""
+    from datetime import UTC, datetime
+
+    c = get_ctx(ctx)
+    with c.session() as session:
+        try:
+            c.actor(session, user, "index")
+        except CanonError as exc:
+            fail(exc)
+    if not dry_run and not c.index_writer():
+        fail(IndexBusy(f"a running Canon server (pid {c._lock.holder() if c._lock else '?'})"
+                       " holds the embedded index; stop it to prune the index"))
+    data = prune_generations(c, keep_previous=not all_old, dry_run=dry_run)
+    if as_json:
+        print_json(data)
+        return
+
+    def when(ns: int) -> str:
+        if not ns:
+            return "never written"
+        return f"last written {datetime.fromtimestamp(ns / 1e9, UTC):%Y-%m-%d %H:%M:%S}Z"
+
+    for g in data["kept"]:
+        tag = "current" if g["prefix"] == data["current"] else "previous"
+        out.print(f"kept    {g['prefix']} ({tag}; {g['collections']} collections, "
+                  f"{g['chunks']} chunks, {when(g['last_write_ns'])})")
+    for g in data["dropped"]:
+        out.print(f"{'dropping' if dry_run else 'dropped'} {g['prefix']} "
+                  f"({g['collections']} collections, {g['chunks']} chunks, "
+                  f"{when(g['last_write_ns'])})")
+    out.print(_prune_summary(data) if data["dropped"] or data["orphan_folders"]
+              else "index: nothing to prune")
 
 
 def index_rebuild(ctx: typer.Context, user: AsUser = None) -> None:
@@ -62,6 +147,7 @@ def index_rebuild(ctx: typer.Context, user: AsUser = None) -> None:
 def index_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """What the index holds compared with what the database serves, and the lag."""
     from assist.follower import index_lag
+    from assist.store import list_generations
     from kb.governance import served_numbers
 
     c = get_ctx(ctx)
@@ -74,7 +160,9 @@ def index_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             "indexed_articles": len(indexed), "chunks": len(c.index.catalog().chunks),
             "views": sorted(c.index.views()), "out_of_date": lag.behind,
             "not_served_yet": hidden, "lag_seconds": round(lag.seconds, 3),
-            "max_lag_seconds": c.settings.index.max_lag_seconds}
+            "max_lag_seconds": c.settings.index.max_lag_seconds,
+            "other_generations": [g.prefix for g in list_generations(c.index.client)
+                                  if g.prefix != c.index.prefix]}
     if as_json:
         print_json(data)
         return
@@ -202,6 +290,7 @@ def _multiprocess_metrics() -> None:
 def register(app: typer.Typer) -> None:
     index_app.command("rebuild")(index_rebuild)
     index_app.command("status")(index_status)
+    index_app.command("prune")(index_prune)
     audit_app.command("replay")(audit_replay)
     app.add_typer(index_app, name="index")
     app.add_typer(audit_app, name="audit")

@@ -22,6 +22,8 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -310,3 +312,104 @@ class ChromaStore:
         for col in self._all_collections():
             self.client.delete_collection(col.name)
         self._collections.clear()
+
+
+# --- generations: the collection sets of every prefix in one Chroma ------------------------
+
+PREFIX_START = "canon-"
+_SEGMENT_DIR = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@dataclass
+class Generation:
+    """One index generation: the collections of one prefix (model, chunking, layout)."""
+
+    prefix: str
+    collections: list[str]
+    chunks: int  # vectors held, a chunk counted once per view it is stored in
+    last_write_ns: int  # the state's generation stamp (time of the last write); 0: unknown
+
+
+@_reachable
+def list_generations(client: Any) -> list[Generation]:
+    """Every Canon index generation the Chroma client holds, most recently written first."""
+    by_prefix: dict[str, list[str]] = {}
+    for c in client.list_collections():
+        name = c if isinstance(c, str) else c.name
+        prefix, sep, _ = name.partition("--")
+        if sep and prefix.startswith(PREFIX_START):
+            by_prefix.setdefault(prefix, []).append(name)
+    out = []
+    for prefix, names in by_prefix.items():
+        chunks, stamp = 0, 0
+        for name in names:
+            col = client.get_collection(name, embedding_function=None)
+            if name == f"{prefix}--state":
+                try:
+                    stamp = int(str((col.metadata or {}).get("generation", "0")))
+                except ValueError:
+                    stamp = 0
+            else:
+                chunks += int(col.count())
+        out.append(Generation(prefix, sorted(names), chunks, stamp))
+    out.sort(key=lambda g: (-g.last_write_ns, g.prefix))
+    return out
+
+
+def prune_plan(generations: Sequence[Generation], current: str, *,
+               keep_previous: bool = True) -> tuple[list[Generation], list[Generation]]:
+    """(kept, dropped): the ``current`` generation is always kept; with ``keep_previous``
+    the most recently written other one is kept as well (what the previous release serves
+    while a rollout or a rollback is under way). Everything older is dropped."""
+    kept: list[Generation] = []
+    dropped: list[Generation] = []
+    previous_kept = not keep_previous
+    for g in generations:  # most recently written first
+        if g.prefix == current:
+            kept.append(g)
+        elif not previous_kept:
+            kept.append(g)
+            previous_kept = True
+        else:
+            dropped.append(g)
+    return kept, dropped
+
+
+@_reachable
+def drop_generation(client: Any, generation: Generation) -> None:
+    """Delete the collections of one generation, its state last (so a prune cut short is
+    still listed, and finished by the next one)."""
+    names = sorted(generation.collections, key=lambda n: n.endswith("--state"))
+    for name in names:
+        try:
+            client.delete_collection(name)
+        except Exception as exc:  # already gone (another prune): fine
+            if _unreachable(exc):
+                raise
+
+
+def remove_orphan_segments(path: Path) -> tuple[int, int]:
+    """Embedded Chroma (1.x) keeps each collection's vector segment in a folder named by
+    its id and leaves the folder behind when the collection is deleted. Remove the folders
+    that no segment of ``chroma.sqlite3`` names; returns (folders, bytes) removed.
+
+    Only for a persist directory no other process writes (the embedded index's writer lock
+    held): a segment's row is committed before its folder is made, so a folder without a row
+    belongs to a deleted collection."""
+    db = path / "chroma.sqlite3"
+    if not db.is_file():
+        return 0, 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        live = {str(r[0]) for r in conn.execute("SELECT id FROM segments")}
+    except sqlite3.Error:
+        return 0, 0  # not a layout this knows: leave it alone
+    finally:
+        conn.close()
+    folders = size = 0
+    for entry in path.iterdir():
+        if entry.is_dir() and _SEGMENT_DIR.match(entry.name) and entry.name not in live:
+            size += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+            shutil.rmtree(entry, ignore_errors=True)
+            folders += 1
+    return folders, size

@@ -120,8 +120,13 @@ def test_systemd_unit_is_valid(tmp_path: Path) -> None:
         pytest.skip("systemd-analyze is not installed")
     kb = Path(sys.executable).with_name("kb")
     assert kb.exists()
-    local = tmp_path / "canon.service"
-    local.write_text(text.replace("/opt/canon/bin/kb", str(kb)), encoding="utf-8")
-    done = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0 and "canon.service" not in done.stderr, done.stderr
+    chroma = (DEPLOY / "canon-chroma.service").read_text(encoding="utf-8")
+    assert "chroma run" in chroma and "--port 8001" in chroma
+    for name, body in (("canon.service", text), ("canon-chroma.service", chroma)):
+        local = tmp_path / name
+        local.write_text(body.replace("/opt/canon/bin/kb", str(kb))
+                         .replace("/opt/canon/bin/chroma", str(kb.with_name("chroma"))),
+                         encoding="utf-8")
+        done = subprocess.run([analyze, "verify", str(local)], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0 and name not in done.stderr, done.stderr
