@@ -74,3 +74,40 @@ def test_bounded_by_time(load: ModuleType, server: str) -> None:
     assert result["seconds"] < 3 and result["requests"] > 0
     procs = load.processes(__import__("os").getpid())
     assert procs and procs[0]["rss_mb"] > 0
+
+
+@pytest.mark.slow
+def test_both_stacks_in_one_run_reduced(tmp_path: Path) -> None:
+    """deploy/load_stacks.py, the reduced form CI runs: each stack built from nothing,
+    loaded with 0 errors, and its PostgreSQL database dropped afterwards."""
+    import os
+    import subprocess
+    import sys
+
+    import sqlalchemy as sa
+
+    from tests.servers import PG_URL, redis_available
+
+    if not PG_URL or not redis_available():
+        pytest.skip("needs KB_TEST_DATABASE_URL and redis-server")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KB_")}
+    env["KB_DATABASE_URL"] = "postgresql+psycopg://nobody@127.0.0.1:1/never"  # must be ignored
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "load_stacks.py"), "--chunks", "120",
+         "--seconds", "2", "--concurrency", "2", "--workers", "1,2", "--pg-admin-url", PG_URL],
+        env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")
+            and "Stack" not in line]
+    assert [r.split("|")[1:3] for r in rows] == [
+        [" SQLite + embedded index ", " 1 "],
+        [" PostgreSQL + Chroma server + Redis ", " 1 "],
+        [" PostgreSQL + Chroma server + Redis ", " 2 "]]
+    assert all(r.split("|")[7].strip() == "0" for r in rows)  # errors
+    assert "scaled: 2 workers give" in done.stdout
+    engine = sa.create_engine(PG_URL)
+    with engine.connect() as conn:
+        left = conn.execute(sa.text(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'canon_load_%'")).all()
+    engine.dispose()
+    assert left == []
