@@ -109,6 +109,7 @@ class Evidence:
     lexical: list[tuple[str, float]]  # (chunk id, BM25), best first
     chunks: dict[str, Chunk]  # the hits this caller may be served now
     coverage: dict[str, float]  # of each servable chunk (see ChunkIndex.coverage)
+    article_coverage: dict[str, float]  # of each servable chunk's article version
     lexical_ceiling: float
 
 
@@ -382,6 +383,8 @@ class Assistant:
                                      q.audience)}
         return Evidence(dense=dense, lexical=lexical, chunks=chunks,
                         coverage={cid: self.index.coverage(q.text, cid) for cid in chunks},
+                        article_coverage={cid: self.index.article_coverage(q.text, cid)
+                                          for cid in chunks},
                         lexical_ceiling=self.index.lexical_ceiling(q.text))
 
     def _candidates(self, policy: Policy, text: str, vector: Any, views: tuple[str, ...],
@@ -397,6 +400,7 @@ class Assistant:
         cfg = self.settings.answer
         weak = policy.abstains(
             valid, coverage=lambda c: self.index.coverage(raw_question, c.chunk.id),
+            article_coverage=lambda c: self.index.article_coverage(raw_question, c.chunk.id),
             lexical_ceiling=lambda: self.index.lexical_ceiling(raw_question))
         if weak:
             best = valid[0] if valid else None

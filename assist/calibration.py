@@ -24,22 +24,29 @@ from assist.retrieve import Candidate
 from kb.settings import AnswerSettings, RetrievalSettings, Settings
 from kb.tuning import ActiveTuning
 
-SIGNALS = ("dense_top", "lexical_top", "margin", "coverage", "agreement")
+SIGNALS = ("dense_top", "lexical_top", "margin", "coverage", "agreement", "article_coverage")
 SIGNAL_HELP = {
     "dense_top": "best cosine similarity of a servable passage",
     "lexical_top": "best BM25 score of a servable passage / the question's BM25 ceiling",
     "margin": "fused score of the top passage minus that of the best other article",
     "coverage": "share of the question's IDF-weighted terms the top passage contains",
     "agreement": "1 when the dense and the lexical retriever put the same article first",
+    "article_coverage": "share of the question's IDF-weighted terms anywhere in the top "
+                        "passage's article",
 }
+# A tuning record names the signals its model uses: a record fitted before a signal was added
+# keeps working (it weighs only its own); one naming a signal this version does not compute
+# is refused (AbstentionModel.from_dict).
 
 
-def signals(valid: Sequence[Candidate], *, coverage: float,
+def signals(valid: Sequence[Candidate], *, coverage: float, article_coverage: float,
             lexical_ceiling: float) -> dict[str, float]:
     """The evidence signals of one question, from its servable candidates (best first).
 
     ``coverage``: of the top candidate (:meth:`assist.index.ChunkIndex.coverage`);
-    ``lexical_ceiling``: the best BM25 score a passage could reach for this question
+    ``article_coverage``: of the top candidate's article version
+    (:meth:`assist.index.ChunkIndex.article_coverage`); ``lexical_ceiling``: the best BM25
+    score a passage could reach for this question
     (:meth:`assist.index.ChunkIndex.lexical_ceiling`), so ``lexical_top`` compares across
     questions."""
     if not valid:
@@ -58,6 +65,7 @@ def signals(valid: Sequence[Candidate], *, coverage: float,
         "coverage": float(coverage),
         "agreement": float(best_dense is not None and best_lexical is not None
                            and best_dense.chunk.article_id == best_lexical.chunk.article_id),
+        "article_coverage": float(article_coverage),
     }
 
 
@@ -182,13 +190,16 @@ class Policy:
 
     def abstains(self, valid: Sequence[Candidate], *,
                  coverage: Callable[[Candidate], float],
+                 article_coverage: Callable[[Candidate], float],
                  lexical_ceiling: Callable[[], float]) -> bool:
         """Whether the best servable evidence is too weak to answer with."""
         if not valid:
             return True
         if self.abstention is not None:
             return self.abstention.abstains(signals(
-                valid, coverage=coverage(valid[0]), lexical_ceiling=lexical_ceiling()))
+                valid, coverage=coverage(valid[0]),
+                article_coverage=article_coverage(valid[0]),
+                lexical_ceiling=lexical_ceiling()))
         return confidence(valid) < self.answer.min_score or (
             self.retrieval.fusion != "dense"
             and coverage(valid[0]) < self.answer.min_coverage)

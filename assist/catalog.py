@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import bm25s
@@ -45,6 +46,8 @@ class Catalog:
     idf: dict[str, float]
     terms: list[frozenset[str]]  # lexical terms of each chunk
     empty: dict[str, int]  # indexed versions with no chunks
+    # lexical terms of each indexed article version (all its chunks), by (article, version)
+    article_terms: dict[tuple[str, int], frozenset[str]]
 
     def manifest(self) -> dict[str, int]:
         """Article id -> version number indexed (including served versions that have
@@ -68,12 +71,29 @@ class Catalog:
         """Share of the ``question``'s IDF-weighted terms that occur in the chunk. Terms the
         knowledge base has never seen weigh most."""
         i = self.ids.get(cid)
-        if i is None or not question:
+        if i is None:
+            return 0.0
+        return self.covered(question, self.terms[i])
+
+    def article_coverage(self, question: set[str], cid: str) -> float:
+        """Share of the ``question``'s IDF-weighted terms that occur anywhere in the chunk's
+        article version (every chunk of it the index holds)."""
+        i = self.ids.get(cid)
+        if i is None:
+            return 0.0
+        c = self.chunks[i]
+        return self.covered(question, self.article_terms.get((c.article_id, c.version),
+                                                             self.terms[i]))
+
+    def covered(self, question: set[str], terms: AbstractSet[str]) -> float:
+        """Share of the ``question``'s IDF-weighted terms among ``terms``; terms the knowledge
+        base has never seen weigh as much as the rarest it has."""
+        if not question:
             return 0.0
         unseen = max(self.idf.values(), default=1.0)
         weights = {t: self.idf.get(t, unseen) for t in question}
         total = sum(weights.values())
-        return sum(w for t, w in weights.items() if t in self.terms[i]) / total if total else 0.0
+        return sum(w for t, w in weights.items() if t in terms) / total if total else 0.0
 
     def lexical_ceiling(self, tokens: list[str]) -> float:
         """The most BM25 score a passage can get for these query terms: each known term's
@@ -113,6 +133,10 @@ def build_catalog(
         bm25 = bm25s.BM25()
         bm25.index(corpus, show_progress=False)
     terms = [frozenset(t) for t in corpus]
+    by_article: dict[tuple[str, int], set[str]] = {}
+    for c, ts in zip(chunks, terms, strict=True):
+        by_article.setdefault((c.article_id, c.version), set()).update(ts)
+    article_terms = {key: frozenset(ts) for key, ts in by_article.items()}
     df: dict[str, int] = {}
     for ts in terms:
         for t in ts:
@@ -125,4 +149,5 @@ def build_catalog(
         mask[rows] = 1.0
         masks[key] = mask
     sizes = {key: len(rows) for key, rows in membership.items()}
-    return Catalog(generation, chunks, ids, bm25, masks, sizes, views, idf, terms, empty)
+    return Catalog(generation, chunks, ids, bm25, masks, sizes, views, idf, terms, empty,
+                   article_terms)

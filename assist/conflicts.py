@@ -339,6 +339,7 @@ class Simulation:
         cfg = self.settings.answer
         if self.policy.abstains(
                 valid, coverage=lambda c: self._coverage(question, c.chunk, replaced),
+                article_coverage=lambda c: self._article_coverage(question, c.chunk, replaced),
                 lexical_ceiling=lambda: self.catalog.lexical_ceiling(self._tokenize(question))):
             return Outcome(NO_ANSWER, ())
         chosen = serve_order(valid, top_k=min(EVAL_TOP_K, cfg.max_top_k),
@@ -380,12 +381,14 @@ class Simulation:
     def _coverage(self, question: str, chunk: Chunk, replaced: set[str]) -> float:
         if chunk.id not in replaced:
             return self.index.coverage(question, chunk.id)
-        q = set(self._tokenize(question))
-        if not q:
-            return 0.0
-        terms = set(self._tokenize(chunk.lexical_text()))
-        unseen = max(self.catalog.idf.values(), default=1.0)
-        weights = {t: self.catalog.idf.get(t, unseen) for t in q}
-        total = sum(weights.values())
-        return sum(w for t, w in weights.items() if t in terms) / total if total else 0.0
+        return self.catalog.covered(set(self._tokenize(question)),
+                                    set(self._tokenize(chunk.lexical_text())))
+
+    def _article_coverage(self, question: str, chunk: Chunk, replaced: set[str]) -> float:
+        """As :meth:`assist.index.ChunkIndex.article_coverage`; a replacement chunk's article
+        is the version being approved (its servable chunks)."""
+        if chunk.id not in replaced:
+            return self.index.article_coverage(question, chunk.id)
+        terms = {t for c in self._chunks for t in self._tokenize(c.lexical_text())}
+        return self.catalog.covered(set(self._tokenize(question)), terms)
 

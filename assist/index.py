@@ -103,6 +103,11 @@ class ChunkIndex:
         headings and tags included). Terms the knowledge base has never seen weigh most."""
         return self.catalog().coverage(set(self._tokenize(question)), cid)
 
+    def article_coverage(self, question: str, cid: str) -> float:
+        """Share of the question's IDF-weighted terms that occur anywhere in the chunk's
+        article version (see :meth:`assist.catalog.Catalog.article_coverage`)."""
+        return self.catalog().article_coverage(set(self._tokenize(question)), cid)
+
     def lexical_ceiling(self, question: str) -> float:
         """The most BM25 score a passage can get for the question (see
         :meth:`assist.catalog.Catalog.lexical_ceiling`)."""

@@ -111,7 +111,9 @@ def ranked(ev: Evidence, retrieval: RetrievalSettings) -> list[Candidate]:
 
 
 def evidence_signals(ev: Evidence, valid: Sequence[Candidate]) -> dict[str, float]:
-    return signals(valid, coverage=ev.coverage.get(valid[0].chunk.id, 0.0) if valid else 0.0,
+    top = valid[0].chunk.id if valid else ""
+    return signals(valid, coverage=ev.coverage.get(top, 0.0),
+                   article_coverage=ev.article_coverage.get(top, 0.0),
                    lexical_ceiling=ev.lexical_ceiling)
 
 
@@ -122,6 +124,7 @@ def outcome(o: Observed, policy: Policy, *, decide: bool = True) -> CaseResult:
     valid = ranked(ev, policy.retrieval)
     abstain = decide and policy.abstains(
         valid, coverage=lambda c: ev.coverage.get(c.chunk.id, 0.0),
+        article_coverage=lambda c: ev.article_coverage.get(c.chunk.id, 0.0),
         lexical_ceiling=lambda: ev.lexical_ceiling)
     served = [] if abstain or not valid else serve_order(
         valid, top_k=min(EVAL_TOP_K, policy.answer.max_top_k),

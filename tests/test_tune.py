@@ -26,6 +26,8 @@ from assist.calibration import (
     operating_threshold,
     policy_for,
 )
+from assist.catalog import LexicalTokenizer, build_catalog
+from assist.chunks import Chunk
 from evals.suites import load_suite
 from evals.tune import Observed, folds_of, observe, tune
 from kb import tuning
@@ -111,6 +113,47 @@ def test_a_tuning_record_changes_only_canons_own_fusion() -> None:
     assert policy_for(dense, record).abstention is None
     with pytest.raises(ValueError, match="unknown abstention signals"):
         AbstentionModel.from_dict({**model.to_dict(), "features": ["mood"]})
+
+
+def test_a_record_fitted_before_a_signal_was_added_still_applies() -> None:
+    """Records name their signals: one fitted on the first five (before article_coverage)
+    loads and weighs only those; one naming a signal this version lacks is refused."""
+    old = ("dense_top", "lexical_top", "margin", "coverage", "agreement")
+    assert set(old) < set(SIGNALS)
+    record = {"features": list(old), "mean": [0.5] * 5, "scale": [0.2] * 5,
+              "weights": [0.0, 0.0, 0.0, 2.0, 0.0], "bias": 0.0, "threshold": 0.0}
+    model = AbstentionModel.from_dict(record)
+    row = dict.fromkeys(SIGNALS, 0.5)
+    assert not model.abstains({**row, "coverage": 0.9, "article_coverage": 0.0})
+    assert model.abstains({**row, "coverage": 0.1, "article_coverage": 1.0})
+    with pytest.raises(ValueError, match="unknown abstention signals"):
+        AbstentionModel.from_dict({**record, "features": [*old, "from_the_future"]})
+
+
+def _chunk(article_id: str, version: int, start: int, text: str) -> Chunk:
+    return Chunk(article_id=article_id, version=version, content_sha256="0" * 64, start=start,
+                 end=start + len(text), heading_path=(), anchor="", approved=False,
+                 title=article_id, audience=("internal",), locale="en", risk="low", tags=(),
+                 text=text)
+
+
+def test_article_coverage_counts_every_chunk_of_the_same_article_version() -> None:
+    chunks = [_chunk("router", 2, 0, "Restart the router from the settings page."),
+              _chunk("router", 2, 50, "Firmware updates install overnight."),
+              _chunk("router", 1, 0, "Warranty claims go to the vendor."),
+              _chunk("billing", 1, 0, "Warranty and firmware questions about invoices.")]
+    tokenize = LexicalTokenizer()
+    cat = build_catalog("g", chunks=chunks, ids={c.id: i for i, c in enumerate(chunks)},
+                        membership={("internal", "en"): [0, 1, 2, 3]}, views={"internal"},
+                        empty={}, tokenize=tokenize)
+    q = set(tokenize("restart router firmware warranty"))
+    first = chunks[0].id
+    assert cat.coverage(q, first) < cat.article_coverage(q, first) < 1.0
+    # the sibling chunk's "firmware" counts; "warranty" (another version, another
+    # article) does not
+    assert cat.article_coverage(q, first) == pytest.approx(
+        cat.covered(q, set(tokenize("router restart firmware"))))
+    assert cat.article_coverage(q, "nope|1|0|1") == 0.0
 
 
 def test_folds_are_stratified_and_stable() -> None:
