@@ -36,6 +36,8 @@ class Embedder(Protocol):
 
     def embed_query(self, text: str) -> NDArray[np.float32]: ...
 
+    def embed_queries(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
+
 
 @dataclass(frozen=True)
 class _Search:
@@ -180,10 +182,7 @@ class ChunkIndex:
     def _search_batch(
         self, items: list[_Search],
     ) -> list[tuple[NDArray[np.float32], list[tuple[str, float]]]]:
-        questions = [s.question for s in items]
-        embed_queries = getattr(self.embedder, "embed_queries", None)
-        vectors = (embed_queries(questions) if embed_queries is not None
-                   else self.embedder.embed(questions, batch_size=len(items)))
+        vectors = self.embedder.embed_queries([s.question for s in items])
         hits = self._dense_many(vectors, [(s.views, s.locale, s.n) for s in items])
         return list(zip(vectors, hits, strict=True))
 

@@ -216,7 +216,7 @@ def main() -> None:
 
     def floor_once(q: str) -> float:
         t = time.perf_counter()
-        vec = emb.embed_query(q)
+        vec = emb.embed_queries([q])[0]  # as the answer path embeds (query_precision)
         col.query(query_embeddings=[vec], n_results=settings.retrieval.candidates,
                   include=["distances"])
         return (time.perf_counter() - t) * 1000
