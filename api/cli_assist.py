@@ -263,11 +263,25 @@ def serve(
 
     if workers > 1:
         _multiprocess_metrics()
+        _share_cores(workers, c.settings.index.embedder_threads)
     from api.logs import log_config
 
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_config=log_config(fmt=c.settings.log_format, level=c.settings.log_level),
                 log_level=c.settings.log_level, access_log=False)
+
+
+def _share_cores(workers: int, threads: int) -> None:
+    """Several workers split the cores for the embedding of questions: each gets
+    cores // workers ONNX Runtime threads (at least one) unless KB_INDEX__EMBEDDER_THREADS
+    says otherwise. Two threads per worker on two shared cores make each forward pass wait
+    for a thread that another worker's pass has descheduled."""
+    import os
+
+    if threads:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    os.environ["KB_INDEX__EMBEDDER_THREADS"] = str(max(1, (cores or 1) // workers))
 
 
 def _multiprocess_metrics() -> None:
