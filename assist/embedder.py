@@ -286,13 +286,13 @@ class MiniLMEmbedder:
     """all-MiniLM-L6-v2 sentence embeddings (384-d, normalised), ONNX Runtime or NumPy.
 
     ``threads`` is ONNX Runtime's intra-op thread count (default: every core).
-    ``query_precision="int8"`` runs :meth:`embed_queries` (the answer path's questions) on a
-    quantized copy of the graph; documents are always embedded in float32, so the index is
-    the same either way. The NumPy backend has no int8 path and stays float32.
+    ``query_precision="int8"`` (the default) runs :meth:`embed_queries` (the answer path's
+    questions) on a quantized copy of the graph; documents are always embedded in float32, so
+    the index is the same either way. The NumPy backend has no int8 path and stays float32.
     """
 
     def __init__(self, model_dir: Path | None = None, *, backend: str = "onnx",
-                 threads: int = 0, query_precision: str = "fp32") -> None:
+                 threads: int = 0, query_precision: str = "int8") -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown embedding backend {backend!r}; use one of "
                              f"{', '.join(BACKENDS)}")

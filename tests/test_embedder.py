@@ -199,7 +199,7 @@ def test_int8_queries_search_the_float_index() -> None:
     """Quantized question vectors stay close to the float ones (cosine >= 0.99 for real
     questions, >= 0.95 for a lone "?"), rank a small corpus the same way, and documents are
     still embedded in float32."""
-    fp32 = MiniLMEmbedder(threads=1)
+    fp32 = MiniLMEmbedder(threads=1, query_precision="fp32")
     int8 = MiniLMEmbedder(threads=1, query_precision="int8")
     texts = [t for t in MIXED if t.strip()]
     a, b = fp32.embed_queries(texts), int8.embed_queries(texts)
