@@ -102,12 +102,7 @@ def index_prune(
     previous one (admins). Prints what was kept and dropped."""
     from datetime import UTC, datetime
 
-    c = get_ctx(ctx)
-    with c.session() as session:
-        try:
-            c.actor(session, user, "index")
-        except CanonError as exc:
-            fail(exc)
+    c = _index_admin(ctx, user)
     if not dry_run and not c.index_writer():
         fail(IndexBusy(f"a running Canon server (pid {c._lock.holder() if c._lock else '?'})"
                        " holds the embedded index; stop it to prune the index"))
@@ -133,14 +128,20 @@ def index_prune(
               else "index: nothing to prune")
 
 
-def index_rebuild(ctx: typer.Context, user: AsUser = None) -> None:
-    """Drop the index and index every served version again (admins)."""
+def _index_admin(ctx: typer.Context, user: str | None) -> Ctx:
+    """The command's context once ``user`` may manage the index (else exit with why)."""
     c = get_ctx(ctx)
     with c.session() as session:
         try:
             c.actor(session, user, "index")
         except CanonError as exc:
             fail(exc)
+    return c
+
+
+def index_rebuild(ctx: typer.Context, user: AsUser = None) -> None:
+    """Drop the index and index every served version again (admins)."""
+    c = _index_admin(ctx, user)
     refresh_index(c, rebuild=True)
 
 
