@@ -376,8 +376,19 @@ class MiniLMEmbedder:
             return self._weights, self._tokenizer
 
     def embed_queries(self, texts: Sequence[str]) -> F32:
-        """Embed questions to search the index with, in one batch, at ``query_precision``."""
-        return self.embed(texts, batch_size=max(1, len(texts)), _query=True)
+        """Embed questions to search the index with, at ``query_precision``.
+
+        Float32 questions share one forward pass. Int8 ones get a pass each: dynamic
+        quantization scales the activations over the whole input, so in a shared batch a
+        question's vector would depend on the questions asked with it (and on their
+        padding), and the same question could find other passages under load."""
+        self._ensure_loaded()
+        if self._query_session is self._session or self._session is None:
+            return self.embed(texts, batch_size=max(1, len(texts)))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            out[i] = self.embed([text], _query=True)[0]
+        return out
 
     def embed(self, texts: Sequence[str], *, batch_size: int = 32,
               _query: bool = False) -> F32:

@@ -220,3 +220,16 @@ def test_numpy_backend_has_no_int8_path() -> None:
     a = MiniLMEmbedder(backend="numpy", query_precision="int8").embed_queries(["refund"])
     b = MiniLMEmbedder(backend="numpy").embed(["refund"])
     np.testing.assert_allclose(a, b, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_a_question_gets_the_same_vector_alone_and_in_a_batch() -> None:
+    """Concurrent questions are embedded together; each must still get its own vector,
+    whatever else is asked with it (int8 activations are scaled per input)."""
+    texts = [t for t in MIXED if t.strip()]
+    for precision in ("int8", "fp32"):
+        e = MiniLMEmbedder(threads=1, query_precision=precision)
+        together = e.embed_queries(texts)
+        for i, text in enumerate(texts):
+            np.testing.assert_allclose(together[i], e.embed_queries([text])[0], atol=1e-5,
+                                       err_msg=f"{precision}: {text[:40]}")
