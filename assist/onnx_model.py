@@ -108,8 +108,11 @@ def quantize(model: bytes) -> bytes:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
+    handlers = list(root.handlers)
     quiet = _DropAdvice()
-    root.addFilter(quiet)  # its "consider pre-processing" advice goes to the root logger
+    # Its "consider pre-processing" advice goes through logging.warning(), which also gives
+    # an unconfigured root logger a plain stderr handler (basicConfig): keep neither.
+    root.addFilter(quiet)
     try:
         with tempfile.TemporaryDirectory(prefix="canon-int8-") as tmp:
             src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -120,6 +123,8 @@ def quantize(model: bytes) -> bytes:
             return dst.read_bytes()
     finally:
         root.removeFilter(quiet)
+        for added in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(added)
 
 
 class _DropAdvice:

@@ -233,3 +233,17 @@ def test_a_question_gets_the_same_vector_alone_and_in_a_batch() -> None:
         for i, text in enumerate(texts):
             np.testing.assert_allclose(together[i], e.embed_queries([text])[0], atol=1e-5,
                                        err_msg=f"{precision}: {text[:40]}")
+
+
+def test_building_the_int8_graph_leaves_logging_alone() -> None:
+    """ONNX Runtime's quantizer logs through logging.warning(), which would give the root
+    logger a plain stderr handler and break the server's JSON log lines (a fresh process:
+    pytest's own handlers on the root logger would hide it)."""
+    code = ("import logging\n"
+            "from assist.embedder import MiniLMEmbedder\n"
+            "MiniLMEmbedder(query_precision='int8').load()\n"
+            "assert logging.getLogger().handlers == [], logging.getLogger().handlers\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pre-processing" not in done.stderr
