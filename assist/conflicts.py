@@ -165,7 +165,7 @@ def _stops_answering(assistant: Assistant, version: ArticleVersion,
     questions = probe_questions(version, new_chunks, suite_questions)
     if not questions:
         return []
-    qv = index.embedder.embed(questions)
+    qv = index.embedder.embed_queries(questions)  # as the answer path embeds questions
     nv = index.embedder.embed([c.embedding_text() for c in new_chunks]) if new_chunks else None
     locale = new_chunks[0].locale if new_chunks else "en"
     findings: list[Finding] = []
@@ -215,7 +215,9 @@ def broken_expectations(assistant: Assistant, *, article_id: str, old: Sequence[
     if not expectations:
         return []
     sim = Simulation(assistant)
-    qv = assistant.index.embedder.embed([e.question for e in expectations])
+    # As the answer path embeds questions (int8 by default), so the simulation and a live
+    # answer agree on borderline cases.
+    qv = assistant.index.embedder.embed_queries([e.question for e in expectations])
     findings: list[Finding] = []
     for e, vector in zip(expectations, qv, strict=True):
         audience = e.audience or default_audience
