@@ -145,21 +145,57 @@ def operating_threshold(answerable_logits: Sequence[float], max_false_abstention
     return ranked[allowed]
 
 
-def fit_abstention(rows: Sequence[Mapping[str, float]], answerable: Sequence[bool], *,
-                   max_false_abstention: float,
-                   features: Sequence[str] = SIGNALS) -> AbstentionModel:
-    """Fit the model on questions' signals and whether each is answerable, with the
-    threshold at the operating point."""
+def _standardised_fit(rows: Sequence[Mapping[str, float]], answerable: Sequence[bool],
+                      features: Sequence[str]) -> AbstentionModel:
+    """The logistic model on these rows, with no threshold yet (0.0)."""
     x = np.array([[r.get(f, 0.0) for f in features] for r in rows], dtype=np.float64)
     y = np.array([1.0 if a else 0.0 for a in answerable])
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-9] = 1.0
     w, b = fit_logistic((x - mean) / scale, y)
-    model = AbstentionModel(tuple(features), tuple(float(v) for v in mean),
-                            tuple(float(v) for v in scale), tuple(float(v) for v in w), b,
-                            threshold=0.0)
-    logits = [model.logit(r) for r, a in zip(rows, answerable, strict=True) if a]
+    return AbstentionModel(tuple(features), tuple(float(v) for v in mean),
+                           tuple(float(v) for v in scale), tuple(float(v) for v in w), b,
+                           threshold=0.0)
+
+
+def out_of_fold_logits(rows: Sequence[Mapping[str, float]], answerable: Sequence[bool], *,
+                       features: Sequence[str] = SIGNALS, folds: int = 5) -> list[float] | None:
+    """The logit of each answerable row from a model fitted without it (``folds``-fold,
+    stratified by class, in the rows' order); None when either class has fewer than two
+    rows, too few to hold any out."""
+    pos = [i for i, a in enumerate(answerable) if a]
+    neg = [i for i, a in enumerate(answerable) if not a]
+    k = min(folds, len(neg), len(pos))
+    if k < 2:
+        return None
+    fold = {i: j % k for members in (pos, neg) for j, i in enumerate(members)}
+    logits: list[float] = []
+    for f in range(k):
+        train = [i for i in range(len(rows)) if fold[i] != f]
+        model = _standardised_fit([rows[i] for i in train], [answerable[i] for i in train],
+                                  features)
+        logits += [model.logit(rows[i]) for i in pos if fold[i] == f]
+    return logits
+
+
+def fit_abstention(rows: Sequence[Mapping[str, float]], answerable: Sequence[bool], *,
+                   max_false_abstention: float,
+                   features: Sequence[str] = SIGNALS,
+                   cross_fit: int = 5) -> AbstentionModel:
+    """Fit the model on questions' signals and whether each is answerable, with the
+    threshold at the operating point.
+
+    The threshold is read off out-of-fold logits (``cross_fit`` folds: each answerable
+    question scored by a model that did not see it), not off the fitted model's own
+    training logits: those are optimistic, so an in-sample threshold abstains on more than
+    ``max_false_abstention`` of new answerable questions. ``cross_fit=0`` (or too few cases
+    to hold any out) uses the training logits."""
+    model = _standardised_fit(rows, answerable, features)
+    logits = out_of_fold_logits(rows, answerable, features=features,
+                                folds=cross_fit) if cross_fit >= 2 else None
+    if logits is None:
+        logits = [model.logit(r) for r, a in zip(rows, answerable, strict=True) if a]
     return AbstentionModel(model.features, model.mean, model.scale, model.weights, model.bias,
                            threshold=operating_threshold(logits, max_false_abstention))
 
