@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import bm25s
 import numpy as np
@@ -20,9 +20,28 @@ from numpy.typing import NDArray
 from assist.chunks import Chunk
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
+_WORD = re.compile(r"\b[^\W\d_]+\b")  # a word of letters only (no digit, no underscore)
 _STOPWORDS = frozenset(bm25s.stopwords.STOPWORDS_EN)
 
 MIXED = -1  # manifest value of an article indexed at several versions at once
+MIN_TYPO_LENGTH = 5  # shorter unknown terms have too many neighbours to mend safely
+
+
+def _deletions(term: str) -> set[str]:
+    return {term[:i] + term[i + 1:] for i in range(len(term))}
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` differ by exactly one insertion, deletion, substitution or
+    swap of two neighbouring letters."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
 class LexicalTokenizer:
@@ -48,6 +67,9 @@ class Catalog:
     empty: dict[str, int]  # indexed versions with no chunks
     # lexical terms of each indexed article version (all its chunks), by (article, version)
     article_terms: dict[tuple[str, int], frozenset[str]]
+    # Built on first use by mend(): chunks per surface word, and words by their deletions.
+    _words: dict[str, int] | None = field(default=None, repr=False)
+    _near: dict[str, tuple[str, ...]] | None = field(default=None, repr=False)
 
     def manifest(self) -> dict[str, int]:
         """Article id -> version number indexed (including served versions that have
@@ -66,6 +88,47 @@ class Catalog:
             mixed = len(numbers) > 1 or article_id in self.empty
             out[article_id] = MIXED if mixed else next(iter(numbers))
         return out
+
+    def mend(self, text: str, dictionary: AbstractSet[str] = frozenset()) -> str:
+        """``text`` with misspelt words mended: a word of at least :data:`MIN_TYPO_LENGTH`
+        letters that neither this knowledge base nor ``dictionary`` (real words: the
+        embedding model's vocabulary) knows becomes the word one edit away (a letter
+        inserted, dropped or changed, or two neighbours swapped) that the knowledge base
+        uses most; with none, it stays. Only letters are mended: numbers never change
+        ("2024" must not become "2025"), and a real word the knowledge base lacks stays
+        unknown, so the coverage checks still see it."""
+        words = self._surface_words()
+
+        def fix(m: re.Match[str]) -> str:
+            word = m.group(0)
+            low = word.lower()
+            if len(low) < MIN_TYPO_LENGTH or low in words or low in dictionary:
+                return word
+            return self._nearest(low) or word
+
+        return _WORD.sub(fix, text)
+
+    def _surface_words(self) -> dict[str, int]:
+        """How many chunks use each word (lower case, letters only), built on first use."""
+        if self._words is None:
+            counts: dict[str, int] = {}
+            for c in self.chunks:
+                for w in set(_WORD.findall(c.lexical_text().lower())):
+                    counts[w] = counts.get(w, 0) + 1
+            near: dict[str, list[str]] = {}
+            for w in counts:
+                if len(w) >= MIN_TYPO_LENGTH - 1:
+                    for key in {w, *_deletions(w)}:
+                        near.setdefault(key, []).append(w)
+            self._near = {k: tuple(v) for k, v in near.items()}
+            self._words = counts
+        return self._words
+
+    def _nearest(self, word: str) -> str | None:
+        words, near = self._surface_words(), self._near or {}
+        found = {known for key in (word, *_deletions(word)) for known in near.get(key, ())
+                 if _one_edit(word, known)}
+        return min(found, key=lambda k: (-words[k], k)) if found else None
 
     def coverage(self, question: set[str], cid: str) -> float:
         """Share of the ``question``'s IDF-weighted terms that occur in the chunk. Terms the

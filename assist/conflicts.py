@@ -165,7 +165,7 @@ def _stops_answering(assistant: Assistant, version: ArticleVersion,
     questions = probe_questions(version, new_chunks, suite_questions)
     if not questions:
         return []
-    qv = index.embedder.embed_queries(questions)  # as the answer path embeds questions
+    qv = index.embed_questions(questions)  # as the answer path embeds questions
     nv = index.embedder.embed([c.embedding_text() for c in new_chunks]) if new_chunks else None
     locale = new_chunks[0].locale if new_chunks else "en"
     findings: list[Finding] = []
@@ -217,7 +217,7 @@ def broken_expectations(assistant: Assistant, *, article_id: str, old: Sequence[
     sim = Simulation(assistant)
     # As the answer path embeds questions (int8 by default), so the simulation and a live
     # answer agree on borderline cases.
-    qv = assistant.index.embedder.embed_queries([e.question for e in expectations])
+    qv = assistant.index.embed_questions([e.question for e in expectations])
     findings: list[Finding] = []
     for e, vector in zip(expectations, qv, strict=True):
         audience = e.audience or default_audience
@@ -342,7 +342,7 @@ class Simulation:
         if self.policy.abstains(
                 valid, coverage=lambda c: self._coverage(question, c.chunk, replaced),
                 article_coverage=lambda c: self._article_coverage(question, c.chunk, replaced),
-                lexical_ceiling=lambda: self.catalog.lexical_ceiling(self._tokenize(question))):
+                lexical_ceiling=lambda: self.catalog.lexical_ceiling(self._terms(question))):
             return Outcome(NO_ANSWER, ())
         chosen = serve_order(valid, top_k=min(EVAL_TOP_K, cfg.max_top_k),
                              min_score=cfg.min_score)
@@ -351,6 +351,10 @@ class Simulation:
         if rival is not None:
             return Outcome(ESCALATE, (rival[0].chunk, rival[1].chunk), rival[2])
         return Outcome(ANSWERED, tuple(c.chunk for c in chosen))
+
+    def _terms(self, question: str) -> list[str]:
+        """The question's terms as the answer path reads them (typos mended)."""
+        return self.index.query_terms(question, self.catalog)
 
     def _embed(self, chunks: Sequence[Chunk]) -> None:
         missing = [c for c in chunks if c.id not in self._vectors]
@@ -374,7 +378,7 @@ class Simulation:
         doc = self._tokenize(chunk.lexical_text()) or ["_"]
         norm = BM25_K1 * (1 - BM25_B + BM25_B * len(doc) / self._avg_doc_len())
         score = 0.0
-        for t in self._tokenize(question):
+        for t in self._terms(question):
             tf = doc.count(t)
             if tf and t in self.catalog.idf:
                 score += self.catalog.idf[t] * tf / (tf + norm)
@@ -383,7 +387,7 @@ class Simulation:
     def _coverage(self, question: str, chunk: Chunk, replaced: set[str]) -> float:
         if chunk.id not in replaced:
             return self.index.coverage(question, chunk.id)
-        return self.catalog.covered(set(self._tokenize(question)),
+        return self.catalog.covered(set(self._terms(question)),
                                     set(self._tokenize(chunk.lexical_text())))
 
     def _article_coverage(self, question: str, chunk: Chunk, replaced: set[str]) -> float:
@@ -392,5 +396,5 @@ class Simulation:
         if chunk.id not in replaced:
             return self.index.article_coverage(question, chunk.id)
         terms = {t for c in self._chunks for t in self._tokenize(c.lexical_text())}
-        return self.catalog.covered(set(self._tokenize(question)), terms)
+        return self.catalog.covered(set(self._terms(question)), terms)
 

@@ -375,6 +375,12 @@ class MiniLMEmbedder:
                 self._weights, self._tokenizer = wt, tok
             return self._weights, self._tokenizer
 
+    def words(self) -> frozenset[str]:
+        """The whole words of the model's vocabulary (real words, lower case): a question
+        word among them is never taken for a misspelling (:meth:`ChunkIndex.mend`)."""
+        _, tok = self._ensure_loaded()
+        return frozenset(w for w in tok.get_vocab() if w.isalpha() and w.isascii())
+
     def embed_queries(self, texts: Sequence[str]) -> F32:
         """Embed questions to search the index with, at ``query_precision``.
 

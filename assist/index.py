@@ -62,6 +62,8 @@ class ChunkIndex:
         self._lock = threading.Lock()
         self._catalog: Catalog | None = None
         self._checked_at = 0.0
+        self._mended: dict[tuple[str, str], str] = {}  # (generation, question) -> mended
+        self._dictionary: frozenset[str] | None = None  # real words (the model's vocabulary)
         self._searches: Batcher[_Search, tuple[NDArray[np.float32], list[tuple[str, float]]]] = (
             Batcher(self._search_batch))
 
@@ -100,20 +102,53 @@ class ChunkIndex:
         have nothing to index)."""
         return self.catalog().manifest()
 
+    def mend(self, question: str, catalog: Catalog | None = None) -> str:
+        """The question as retrieval reads it: misspelt words mended against this index's
+        words (:meth:`assist.catalog.Catalog.mend`), unless ``index.typo_tolerance`` is
+        off. Only finding passages uses it; answers, logs and audits keep the question as
+        asked."""
+        if not self.settings.typo_tolerance:
+            return question
+        cat = catalog or self.catalog()
+        key = (cat.generation, question)
+        mended = self._mended.get(key)
+        if mended is None:
+            if self._dictionary is None:
+                words = getattr(self.embedder, "words", None)
+                self._dictionary = frozenset(words()) if callable(words) else frozenset()
+            mended = cat.mend(question, self._dictionary)
+            if len(self._mended) >= 4096:
+                self._mended.clear()
+            self._mended[key] = mended
+        return mended
+
+    def query_terms(self, question: str, catalog: Catalog | None = None) -> list[str]:
+        """The question's lexical terms as every lexical step reads them (BM25, coverage,
+        the ceiling, the approval simulation): mended (:meth:`mend`), stemmed, stop words
+        out."""
+        return self._tokenize(self.mend(question, catalog))
+
+    def embed_questions(self, questions: Sequence[str]) -> NDArray[np.float32]:
+        """Question vectors as the answer path makes them: mended, at query precision."""
+        return self.embedder.embed_queries([self.mend(q) for q in questions])
+
     def coverage(self, question: str, cid: str) -> float:
         """Share of the question's IDF-weighted terms that occur in the chunk (its title,
         headings and tags included). Terms the knowledge base has never seen weigh most."""
-        return self.catalog().coverage(set(self._tokenize(question)), cid)
+        cat = self.catalog()
+        return cat.coverage(set(self.query_terms(question, cat)), cid)
 
     def article_coverage(self, question: str, cid: str) -> float:
         """Share of the question's IDF-weighted terms that occur anywhere in the chunk's
         article version (see :meth:`assist.catalog.Catalog.article_coverage`)."""
-        return self.catalog().article_coverage(set(self._tokenize(question)), cid)
+        cat = self.catalog()
+        return cat.article_coverage(set(self.query_terms(question, cat)), cid)
 
     def lexical_ceiling(self, question: str) -> float:
         """The most BM25 score a passage can get for the question (see
         :meth:`assist.catalog.Catalog.lexical_ceiling`)."""
-        return self.catalog().lexical_ceiling(self._tokenize(question))
+        cat = self.catalog()
+        return cat.lexical_ceiling(self.query_terms(question, cat))
 
     def views(self) -> set[str]:
         return self.catalog().views
@@ -182,7 +217,7 @@ class ChunkIndex:
     def _search_batch(
         self, items: list[_Search],
     ) -> list[tuple[NDArray[np.float32], list[tuple[str, float]]]]:
-        vectors = self.embedder.embed_queries([s.question for s in items])
+        vectors = self.embed_questions([s.question for s in items])
         hits = self._dense_many(vectors, [(s.views, s.locale, s.n) for s in items])
         return list(zip(vectors, hits, strict=True))
 
@@ -194,4 +229,5 @@ class ChunkIndex:
     def lexical(self, query: str, *, views: Sequence[str], locale: str,
                 n: int) -> list[tuple[str, float]]:
         """(chunk id, BM25 score), best first, within the caller's views and locale."""
-        return self.catalog().lexical(self._tokenize(query), views=views, locale=locale, n=n)
+        cat = self.catalog()
+        return cat.lexical(self.query_terms(query, cat), views=views, locale=locale, n=n)

@@ -46,6 +46,11 @@ TABLE_END = "<!-- settings-table:end -->"
 class IndexSettings(BaseModel):
     """How approved text is chunked and indexed."""
 
+    typo_tolerance: bool = Field(
+        default=True,
+        description="Mend misspelt question terms for BM25 and the coverage checks: a term "
+                    "this index never uses (5+ letters, no digits) is read as the known term "
+                    "one edit away that most passages use. Numbers are never changed.")
     chunk_max_chars: int = Field(
         default=1200, ge=1,
         description="Longest chunk of approved text indexed and served as one passage "
