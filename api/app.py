@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
         app.state.engine = engine
         app.state.assistant = assistant or make_assistant(settings, engine, clock=clock)
         index = app.state.assistant.index
-        index.embedder.embed_queries(["warm up"])  # the graph questions go through
+        index.warm()  # the question graph, the catalog, the words typos are mended to
         follower = IndexFollower(engine=engine, index=index, lock=lock,
                                  max_chars=settings.index.chunk_max_chars, clock=clock,
                                  poll_seconds=settings.index.follow_seconds)

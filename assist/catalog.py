@@ -97,7 +97,7 @@ class Catalog:
         uses most; with none, it stays. Only letters are mended: numbers never change
         ("2024" must not become "2025"), and a real word the knowledge base lacks stays
         unknown, so the coverage checks still see it."""
-        words = self._surface_words()
+        words = self.surface_words()
 
         def fix(m: re.Match[str]) -> str:
             word = m.group(0)
@@ -108,7 +108,7 @@ class Catalog:
 
         return _WORD.sub(fix, text)
 
-    def _surface_words(self) -> dict[str, int]:
+    def surface_words(self) -> dict[str, int]:
         """How many chunks use each word (lower case, letters only), built on first use."""
         if self._words is None:
             counts: dict[str, int] = {}
@@ -125,7 +125,7 @@ class Catalog:
         return self._words
 
     def _nearest(self, word: str) -> str | None:
-        words, near = self._surface_words(), self._near or {}
+        words, near = self.surface_words(), self._near or {}
         found = {known for key in (word, *_deletions(word)) for known in near.get(key, ())
                  if _one_edit(word, known)}
         return min(found, key=lambda k: (-words[k], k)) if found else None

@@ -102,6 +102,13 @@ class ChunkIndex:
         have nothing to index)."""
         return self.catalog().manifest()
 
+    def warm(self) -> None:
+        """Load what the first question would otherwise wait for: the question graph, the
+        catalog and, with typo tolerance on, the words misspellings are mended to."""
+        self.embed_questions(["warm up"])
+        if self.settings.typo_tolerance:
+            self.catalog().surface_words()
+
     def mend(self, question: str, catalog: Catalog | None = None) -> str:
         """The question as retrieval reads it: misspelt words mended against this index's
         words (:meth:`assist.catalog.Catalog.mend`), unless ``index.typo_tolerance`` is
