@@ -126,3 +126,19 @@ def test_numbers_in_a_question_are_never_mended(kbs: dict[bool, BuiltKB]) -> Non
     index = kbs[True].assistant.index
     question = "is the 2024 price rise 3.9% or 4.9%"
     assert index.mend(question) == question
+
+
+# --- the synthetic misspellings of `python -m evals.typos` ---------------------------------
+
+
+def test_misspellings_are_deterministic_and_leave_numbers_alone() -> None:
+    from evals.typos import misspell
+
+    q = "Can a customer cancel the annual contract after 2024 renewal for £39.50?"
+    assert misspell(q, 7) == misspell(q, 7)
+    assert misspell(q, 7) != q
+    for seed in range(200):
+        out = misspell(q, seed)
+        assert out != q and "2024" in out and "£39.50" in out
+        assert abs(len(out) - len(q)) <= 3  # one edit per misspelt word
+    assert misspell("is it on 12 May?", 3) == "is it on 12 May?"  # no long word: unchanged
