@@ -9,6 +9,7 @@ machine sees it) changes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ from assist.batching import Batcher
 from assist.catalog import Catalog, LexicalTokenizer, build_catalog
 from assist.chunks import Chunk
 from assist.store import ChromaStore, collection_prefix
+from kb.errors import Unavailable
 from kb.settings import IndexSettings
 
 
@@ -104,10 +106,14 @@ class ChunkIndex:
 
     def warm(self) -> None:
         """Load what the first question would otherwise wait for: the question graph, the
-        catalog and, with typo tolerance on, the words misspellings are mended to."""
-        self.embed_questions(["warm up"])
+        catalog and, with typo tolerance on, the words misspellings are mended to. A server
+        must start while the index server is away (it answers 503 until it is back), so
+        only the graph is required here."""
+        self.embedder.embed_queries(["warm up"])  # needs no index server
         if self.settings.typo_tolerance:
-            self.catalog().surface_words()
+            # The index server may be away: then the words are built on first use.
+            with contextlib.suppress(Unavailable):
+                self.catalog().surface_words()
 
     def mend(self, question: str, catalog: Catalog | None = None) -> str:
         """The question as retrieval reads it: misspelt words mended against this index's
