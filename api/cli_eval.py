@@ -63,15 +63,6 @@ def _suite(name: str, known: set[str] | None) -> Any:
     return load_suite(find_suite(name, suites_dir=SUITES_DIR), known_articles=known)
 
 
-def _known_articles(engine: Engine) -> set[str]:
-    from sqlmodel import Session, select
-
-    from kb.models import Article
-
-    with Session(engine) as s:
-        return set(s.exec(select(Article.id)).all())
-
-
 def run(
     ctx: typer.Context,
     suite: Annotated[str, typer.Argument(help="Suite name in evals/suites (e.g. demo) or a path to a .yaml/.yml/.jsonl suite file")],
@@ -139,8 +130,9 @@ def _run(c: Ctx, suite_name: str, engine: Engine, ask: Any, audience: str,
     from sqlmodel import Session
 
     from evals import runner, store
+    from evals.workspace import known_articles
 
-    suite = _suite(suite_name, _known_articles(engine))
+    suite = _suite(suite_name, known_articles(engine))
     checker = runner.VerbatimChecker(engine)
     with _progress(f"suite {suite.name}") as update:
         runs = runner.run_suite(suite, ask=ask, checker=checker, default_audience=audience,

@@ -34,7 +34,7 @@ def tune(
     `kb eval use-tuning defaults` (or a version from `kb eval tunings`)."""
     from sqlmodel import Session
 
-    from api.cli_eval import _known_articles, _progress, _suite
+    from api.cli_eval import _progress, _suite
     from evals.tune import observe
     from evals.tune import tune as run_tune
     from kb import tuning as tunings
@@ -46,15 +46,17 @@ def tune(
             with c.session() as session:
                 c.actor(session, user, "tune")
         if content is not None:
-            from evals.workspace import scratch_workspace
+            from evals.workspace import known_articles, scratch_workspace
 
             with scratch_workspace(content, c.settings) as ws:
-                loaded = _suite(suite, _known_articles(ws.engine))
+                loaded = _suite(suite, known_articles(ws.engine))
                 with _progress(f"asking {len(loaded.cases)} cases") as update:
                     seen = observe(ws.assistant, loaded, default_audience=as_audience,
                                    progress=update)
         else:
-            loaded = _suite(suite, _known_articles(c.engine))
+            from evals.workspace import known_articles
+
+            loaded = _suite(suite, known_articles(c.engine))
             with _progress(f"asking {len(loaded.cases)} cases") as update:
                 seen = observe(c.assistant, loaded, default_audience=as_audience,
                                progress=update)

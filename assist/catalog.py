@@ -10,7 +10,8 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import bm25s
 import numpy as np
@@ -67,9 +68,6 @@ class Catalog:
     empty: dict[str, int]  # indexed versions with no chunks
     # lexical terms of each indexed article version (all its chunks), by (article, version)
     article_terms: dict[tuple[str, int], frozenset[str]]
-    # Built on first use by mend(): chunks per surface word, and words by their deletions.
-    _words: dict[str, int] | None = field(default=None, repr=False)
-    _near: dict[str, tuple[str, ...]] | None = field(default=None, repr=False)
 
     def manifest(self) -> dict[str, int]:
         """Article id -> version number indexed (including served versions that have
@@ -97,7 +95,7 @@ class Catalog:
         uses most; with none, it stays. Only letters are mended: numbers never change
         ("2024" must not become "2025"), and a real word the knowledge base lacks stays
         unknown, so the coverage checks still see it."""
-        words = self.surface_words()
+        words, _ = self.word_index
 
         def fix(m: re.Match[str]) -> str:
             word = m.group(0)
@@ -108,24 +106,24 @@ class Catalog:
 
         return _WORD.sub(fix, text)
 
-    def surface_words(self) -> dict[str, int]:
-        """How many chunks use each word (lower case, letters only), built on first use."""
-        if self._words is None:
-            counts: dict[str, int] = {}
-            for c in self.chunks:
-                for w in set(_WORD.findall(c.lexical_text().lower())):
-                    counts[w] = counts.get(w, 0) + 1
-            near: dict[str, list[str]] = {}
-            for w in counts:
-                if len(w) >= MIN_TYPO_LENGTH - 1:
-                    for key in {w, *_deletions(w)}:
-                        near.setdefault(key, []).append(w)
-            self._near = {k: tuple(v) for k, v in near.items()}
-            self._words = counts
-        return self._words
+    @cached_property
+    def word_index(self) -> tuple[dict[str, int], dict[str, tuple[str, ...]]]:
+        """What :meth:`mend` looks words up in, built on first use: how many chunks use each
+        word (lower case, letters only), and the known words under each single-letter
+        deletion of theirs (and under themselves)."""
+        counts: dict[str, int] = {}
+        for c in self.chunks:
+            for w in set(_WORD.findall(c.lexical_text().lower())):
+                counts[w] = counts.get(w, 0) + 1
+        near: dict[str, list[str]] = {}
+        for w in counts:
+            if len(w) >= MIN_TYPO_LENGTH - 1:
+                for key in {w, *_deletions(w)}:
+                    near.setdefault(key, []).append(w)
+        return counts, {k: tuple(v) for k, v in near.items()}
 
     def _nearest(self, word: str) -> str | None:
-        words, near = self.surface_words(), self._near or {}
+        words, near = self.word_index
         found = {known for key in (word, *_deletions(word)) for known in near.get(key, ())
                  if _one_edit(word, known)}
         return min(found, key=lambda k: (-words[k], k)) if found else None

@@ -40,6 +40,8 @@ class Embedder(Protocol):
 
     def embed_queries(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
 
+    def words(self) -> frozenset[str]: ...
+
 
 @dataclass(frozen=True)
 class _Search:
@@ -113,7 +115,7 @@ class ChunkIndex:
         if self.settings.typo_tolerance:
             # The index server may be away: then the words are built on first use.
             with contextlib.suppress(Unavailable):
-                self.catalog().surface_words()
+                self.catalog().word_index  # noqa: B018  (builds it)
 
     def mend(self, question: str, catalog: Catalog | None = None) -> str:
         """The question as retrieval reads it: misspelt words mended against this index's
@@ -127,8 +129,7 @@ class ChunkIndex:
         mended = self._mended.get(key)
         if mended is None:
             if self._dictionary is None:
-                words = getattr(self.embedder, "words", None)
-                self._dictionary = frozenset(words()) if callable(words) else frozenset()
+                self._dictionary = self.embedder.words()
             mended = cat.mend(question, self._dictionary)
             if len(self._mended) >= 4096:
                 self._mended.clear()

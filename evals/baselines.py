@@ -23,7 +23,7 @@ from assist.answer import Assistant
 from evals.metrics import CaseResult, summarize
 from evals.runner import VerbatimChecker, expectation, in_process, run_suite
 from evals.suites import Suite, load_suite
-from evals.workspace import Workspace, scratch_workspace
+from evals.workspace import Workspace, known_articles, scratch_workspace
 from kb.articles import parse_article
 from kb.audience import visible
 from kb.governance import served_numbers
@@ -96,11 +96,7 @@ def run_bench(*, suite_path: Path, content: Path, settings: Settings, default_au
     """Metrics per system: canon, bm25, dense, rrf, llama-index."""
     columns: dict[str, dict[str, Any]] = {}
     with scratch_workspace(content, settings) as ws:
-        with Session(ws.engine) as s:
-            from kb.models import Article
-
-            known = set(s.exec(select(Article.id)).all())
-        suite = load_suite(suite_path, known_articles=known)
+        suite = load_suite(suite_path, known_articles=known_articles(ws.engine))
         checker = VerbatimChecker(ws.engine)
         for name, assistant in (("canon", ws.assistant), ("bm25", _variant(ws, "lexical")),
                                 ("dense", _variant(ws, "dense")), ("rrf", _variant(ws, "rrf"))):

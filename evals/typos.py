@@ -69,16 +69,17 @@ def misspelt_suite(suite: Suite) -> Suite:
 
 
 def run(suite_name: str, content: Path) -> dict[str, Any]:
-    from api.cli_eval import _known_articles, _suite
     from evals.metrics import summarize
     from evals.runner import VerbatimChecker, in_process, run_suite
-    from evals.workspace import scratch_workspace
+    from evals.suites import SUITES_DIR, find_suite, load_suite
+    from evals.workspace import known_articles, scratch_workspace
     from kb.settings import Settings
 
     settings = Settings()
     out: dict[str, Any] = {}
     with scratch_workspace(content, settings) as ws:
-        suite = _suite(suite_name, _known_articles(ws.engine))
+        suite = load_suite(find_suite(suite_name, suites_dir=SUITES_DIR),
+                           known_articles=known_articles(ws.engine))
         typos = misspelt_suite(suite)
         out["examples"] = [c.question for c in typos.cases[:3]]
         index = ws.assistant.index

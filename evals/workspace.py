@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from assist import indexer
 from assist.answer import Assistant
@@ -23,6 +23,14 @@ from kb import db
 from kb.clock import clock_for
 from kb.demo import bootstrap
 from kb.settings import Settings
+
+
+def known_articles(engine: Engine) -> set[str]:
+    """Ids of the articles this database holds: a suite case naming another is refused."""
+    from kb.models import Article
+
+    with Session(engine) as s:
+        return set(s.exec(select(Article.id)).all())
 
 
 @dataclass

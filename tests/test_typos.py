@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session, col, select
 
-from assist.catalog import _one_edit, build_catalog
+from assist.answer import AssistResult, Question
+from assist.catalog import Catalog, LexicalTokenizer, _one_edit, build_catalog
 from assist.chunks import Chunk
 from assist.embedder import MiniLMEmbedder
+from kb.models import QueryLog
 from tests.kbs import BuiltKB, build_kb
 
 # --- the mending rule (fast) --------------------------------------------------------------
@@ -21,9 +23,7 @@ def _chunk(article_id: str, start: int, text: str) -> Chunk:
                  text=text)
 
 
-def _catalog(*texts: str):  # type: ignore[no-untyped-def]
-    from assist.catalog import LexicalTokenizer
-
+def _catalog(*texts: str) -> Catalog:
     chunks = [_chunk(f"a{i}", 0, t) for i, t in enumerate(texts)]
     return build_catalog("g", chunks=chunks, ids={c.id: i for i, c in enumerate(chunks)},
                          membership={("internal", "en"): list(range(len(chunks)))},
@@ -87,9 +87,7 @@ def kbs(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, BuiltKB]:
             for on in (True, False)}
 
 
-def _ask(kb: BuiltKB, text: str):  # type: ignore[no-untyped-def]
-    from assist.answer import Question
-
+def _ask(kb: BuiltKB, text: str) -> AssistResult:
     return kb.assistant.ask(Question(text=text, audience="internal", caller="agent-7"))
 
 
@@ -113,8 +111,6 @@ def test_a_misspelt_question_finds_what_the_clean_one_finds(kbs: dict[bool, Buil
 
 @pytest.mark.slow
 def test_the_query_log_keeps_the_question_as_asked(kbs: dict[bool, BuiltKB]) -> None:
-    from kb.models import QueryLog
-
     result = _ask(kbs[True], MISSPELT)
     with Session(kbs[True].engine) as s:
         row = s.exec(select(QueryLog).where(col(QueryLog.id) == result.query_id)).one()
