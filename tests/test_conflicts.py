@@ -45,6 +45,7 @@ from kb.articles import iter_article_files, parse_article
 from kb.models import ArticleVersion
 from kb.settings import Settings
 from kb.sync import sync_folder
+from tests.kbs import build_kb
 
 CONTENT = Path(__file__).resolve().parent.parent / "content"
 
@@ -288,15 +289,11 @@ def _open(root: Path) -> tuple[Settings, Engine, Assistant]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo KB synced, approved and indexed once; each test works on a copy."""
+    """The demo KB synced, approved and indexed once, its review dates replayed relative to
+    today (so no article is stale whatever the date: a live answer is not escalated for
+    staleness, which the approval simulation leaves out); each test works on a copy."""
     root = tmp_path_factory.mktemp("demo-kb")
-    shutil.copytree(CONTENT, root / "content")
-    _, engine, assistant = _open(root)
-    with Session(engine, expire_on_commit=False) as s:
-        sync_folder(s, root=root / "content", author="writer")
-        governance.approve_all(s, approver="lead")
-        indexer.refresh(s, assistant.index)
-    engine.dispose()
+    build_kb(root, content=CONTENT, embedder=_EMBEDDER).engine.dispose()
     return root
 
 
