@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from assist.batching import Batcher
 from assist.calibration import Policy, confidence, policy_for
-from assist.chunks import Chunk, passage_sha256
+from assist.chunks import Chunk, passage_sha256, servable
 from assist.gaps import MeaningGroups
 from assist.index import ChunkIndex
 from assist.redact import redact
@@ -261,8 +261,8 @@ class Assistant:
             return False
         if not visible(info.meta.get("audience", []), audience):
             return False
-        if info.meta.get("risk") == "high" and not c.chunk.approved:
-            return False
+        if not servable(risk=info.meta.get("risk", "low"), approved=c.chunk.approved):
+            return False  # the plain text of a high-risk article: it only finds the article
         text = self._texts.get((info.article_id, info.version, info.content_sha256))
         return text is not None and text[c.chunk.start:c.chunk.end] == c.chunk.text
 

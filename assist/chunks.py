@@ -1,8 +1,11 @@
 """Cut the served version of an article into retrievable chunks with exact spans.
 
 A chunk is whole paragraph(s) of one section, or one ``::: approved`` block, and never
-contains the ``:::`` marker lines. For ``risk: high`` articles only approved blocks become
-chunks, so nothing else of them can ever be retrieved or served.
+contains the ``:::`` marker lines. For ``risk: high`` articles the plain text is chunked and
+indexed too, so a question finds the article by everything it says, but only its approved
+blocks are servable (:attr:`Chunk.servable`, checked again against the database by the
+answer path): the plain text only lifts the article's blocks in the ranking
+(:func:`assist.retrieve.fuse`, ``article`` fusion) and is never served or quoted.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from kb.articles import ParsedArticle, parse_article, parse_stored_version
 
-CHUNKER_VERSION = 1
+CHUNKER_VERSION = 2  # 2: the plain text of risk: high articles is indexed (never served)
 _BLANK = re.compile(r"\n[ \t]*\n")
 
 
@@ -40,6 +43,11 @@ class Chunk:
     def id(self) -> str:
         return chunk_id(self.article_id, self.version, self.start, self.end)
 
+    @property
+    def servable(self) -> bool:
+        """May this chunk be served? Not the plain text of a ``risk: high`` article."""
+        return servable(risk=self.risk, approved=self.approved)
+
     def embedding_text(self) -> str:
         """What the dense model sees: title and heading path count, then the passage."""
         path = " > ".join(dict.fromkeys((self.title, *self.heading_path)))
@@ -48,6 +56,12 @@ class Chunk:
     def lexical_text(self) -> str:
         """What BM25 sees: title, headings and tags, then the passage."""
         return " ".join((self.title, *self.heading_path, *self.tags, self.text))
+
+
+def servable(*, risk: str, approved: bool) -> bool:
+    """The serving rule for high-risk text, in one place: a ``risk: high`` article is served
+    only through its ``::: approved`` blocks."""
+    return approved or risk != "high"
 
 
 def chunk_id(article_id: str, version: int, start: int, end: int) -> str:
@@ -120,8 +134,6 @@ def chunk_version(
         blocks = blocks_by_anchor.get(section.anchor, [])
         for bs, be in blocks:
             chunks.append(make(section.heading_path, section.anchor, bs, be, True))
-        if art.risk == "high":
-            continue
         # Plain text of the section, split around approved blocks (markers excluded).
         pieces: list[tuple[int, int]] = []
         cursor = section.body_start

@@ -1,9 +1,10 @@
 """The "no policy drift" guard: what approving a version would change in the answers.
 
 Nothing is written anywhere: the new version's servable chunks (for ``risk: high`` articles
-only its ``::: approved`` blocks) are compared with everything the index serves, and put in
-place of the article's indexed chunks in a simulated ranking. Three kinds of findings block
-the approval until it is forced with a note:
+only its ``::: approved`` blocks) are compared with everything the index holds, and the
+chunks the index would hold for it are put in place of the article's indexed chunks in a
+simulated ranking (which, as the answer path, serves only servable ones). Three kinds of
+findings block the approval until it is forced with a note:
 
 - ``conflict``: a statement the version changes (an amount, a duration, a percentage) now
   clashes with served text of another article — the same thing with another value — or
@@ -82,14 +83,17 @@ def probe_questions(version: ArticleVersion, chunks: Sequence[Chunk],
     return list(dict.fromkeys([*suite_questions, *sorted(headings)]))
 
 
+def indexed_chunks(assistant: Assistant, version: ArticleVersion) -> list[Chunk]:
+    """The chunks of ``version`` the index would hold (for ``risk: high``, the plain text
+    too: it finds the article but is never served)."""
+    return chunk_version(article_id=version.article_id, version=version.number,
+                         content_sha256=version.content_sha256, text=version.text,
+                         max_chars=assistant.settings.index.chunk_max_chars)
+
+
 def servable_chunks(assistant: Assistant, version: ArticleVersion) -> list[Chunk]:
-    """The chunks of ``version`` the index would hold (high risk: approved blocks only)."""
-    chunks = chunk_version(article_id=version.article_id, version=version.number,
-                           content_sha256=version.content_sha256, text=version.text,
-                           max_chars=assistant.settings.index.chunk_max_chars)
-    if chunks and chunks[0].risk == "high":
-        chunks = [c for c in chunks if c.approved]
-    return chunks
+    """The chunks of ``version`` an answer may serve (high risk: approved blocks only)."""
+    return [c for c in indexed_chunks(assistant, version) if c.servable]
 
 
 def check_approval(
@@ -104,8 +108,10 @@ def check_approval(
                                    old=old_chunks, new=new_chunks)
     findings += _stops_answering(assistant, version, served, new_chunks, suite_questions)
     if served is not None and expectations:
+        # The simulated ranking sees what the index would hold; serving filters it.
         findings += broken_expectations(assistant, article_id=version.article_id,
-                                        old=old_chunks, new=new_chunks,
+                                        old=indexed_chunks(assistant, served),
+                                        new=indexed_chunks(assistant, version),
                                         expectations=expectations,
                                         default_audience=default_audience)
     return findings
@@ -171,7 +177,8 @@ def _stops_answering(assistant: Assistant, version: ArticleVersion,
     findings: list[Finding] = []
     for qi, question in enumerate(questions):
         hits = index.dense(qv[qi], views=(INTERNAL,), locale=locale, n=20)
-        current = [(c, s) for cid, s in hits if (c := index.chunk(cid)) is not None]
+        current = [(c, s) for cid, s in hits
+                   if (c := index.chunk(cid)) is not None and c.servable]
         before_top = current[0][0].article_id if current else None
         rivals = [(c, s) for c, s in current if c.article_id != version.article_id]
         new_sim, new_best = -1.0, None
@@ -328,8 +335,9 @@ class Simulation:
             chunk = by_id.get(cid) or self.index.chunk(cid)
             if chunk is not None:
                 out.append(Candidate(chunk, d, lx, score))
+        # As the answer path: the shortlist from the ranking, then only what may be served.
         shortlist = set(list(dict.fromkeys(c.chunk.article_id for c in out))[:SHORTLIST])
-        return [c for c in out if c.chunk.article_id in shortlist]
+        return [c for c in out if c.chunk.article_id in shortlist and c.chunk.servable]
 
     def _statements_of(self, article_id: str) -> Sequence[Statement]:
         if article_id == self._article_id:

@@ -31,8 +31,9 @@ def fuse(
     retriever did not return gets the lowest returned cosine). ``rrf``: reciprocal rank
     fusion. ``zscore``: the weighted sum of each retriever's scores standardised over this
     query's hits (z-scores; a chunk one retriever missed gets that retriever's lowest).
-    ``article``: ``weighted``, plus ``article_support`` x the best other chunk of the same
-    article. ``dense`` / ``lexical``: one retriever alone (baselines).
+    ``article`` (the default): ``weighted``, plus ``article_support`` x the second-best chunk
+    of the same article version (:func:`_article_support`). ``dense`` / ``lexical``: one
+    retriever alone (baselines).
     """
     d = dict(dense)
     lx = dict(lexical)
@@ -92,24 +93,21 @@ def article_of(chunk_id: str) -> str:
 
 def _article_support(scored: list[tuple[str, float]], *,
                      share: float) -> list[tuple[str, float]]:
-    """Each chunk's score plus ``share`` x the best score of another chunk of its article:
-    an article's best chunk then scores max + share x second best, so an article that
-    several candidates support outranks one with a single lucky chunk."""
-    best: dict[str, list[float]] = {}
+    """Every chunk's score plus ``share`` x the second-best score of its article version.
+
+    An article's best chunk so scores max + share x second best, and an article that two
+    candidates support outranks one with a single lucky chunk. The bonus is the article's,
+    the same for each of its chunks: the order of passages within an article never changes,
+    and only the second-best chunk counts (not a sum), so a long article with many loosely
+    related sections gains no more than a short one with two good ones."""
+    top2: dict[str, list[float]] = {}
     for cid, s in scored:
-        top2 = best.setdefault(article_of(cid), [])
-        top2.append(s)
-        top2.sort(reverse=True)
-        del top2[2:]
-    out = []
-    for cid, s in scored:
-        top2 = best[article_of(cid)]
-        if len(top2) < 2:
-            out.append((cid, s))
-            continue
-        other = top2[1] if s == top2[0] else top2[0]
-        out.append((cid, s + share * other))
-    return out
+        best = top2.setdefault(article_of(cid), [])
+        best.append(s)
+        best.sort(reverse=True)
+        del best[2:]
+    bonus = {a: share * best[1] if len(best) > 1 else 0.0 for a, best in top2.items()}
+    return [(cid, s + bonus[article_of(cid)]) for cid, s in scored]
 
 
 def candidate_count(settings: RetrievalSettings, tags: frozenset[str]) -> int:

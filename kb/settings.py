@@ -89,24 +89,25 @@ class IndexSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
-    """Hybrid retrieval tuning (chosen on the demo eval suite; see README)."""
+    """Hybrid retrieval tuning (measured on the demo, govt and cloud suites; see README)."""
 
     fusion: Literal["weighted", "rrf", "dense", "lexical", "zscore", "article"] = Field(
-        default="weighted",
-        description="How dense and BM25 hits combine. `weighted`: dense_weight x cosine + "
-                    "the rest x BM25 / best BM25; `article` (experimental): `weighted` plus "
-                    "`article_support` x the best other chunk of the same article version "
-                    "(ahead of `weighted` on the demo, govt and cloud suites, but it loses a "
-                    "demo end-to-end case; docs/quality-baseline.md); `rrf`: "
-                    "reciprocal rank fusion; `zscore`: scores standardised per query "
-                    "(measured worse); `dense` / `lexical`: one retriever alone (baselines).")
+        default="article",
+        description="How dense and BM25 hits combine. `article`: `weighted` plus "
+                    "`article_support` x the second-best chunk of the same article version, "
+                    "added to each of its chunks (ahead of `weighted` on the demo, govt and "
+                    "cloud suites; docs/quality-baseline.md); `weighted`: dense_weight x "
+                    "cosine + the rest x BM25 / best BM25; `rrf`: reciprocal rank fusion; "
+                    "`zscore`: scores standardised per query (measured worse); `dense` / "
+                    "`lexical`: one retriever alone (baselines).")
     dense_weight: float = Field(
         default=0.8, ge=0.0, le=1.0,
-        description="Weight of the cosine score in `weighted` fusion (BM25 gets the rest).")
+        description="Weight of the cosine score in `weighted` and `article` fusion (BM25 "
+                    "gets the rest).")
     article_support: float = Field(
-        default=0.25, ge=0.0, le=1.0,
-        description="In `article` fusion, the share of the best other chunk of the same "
-                    "article added to a chunk's score.")
+        default=0.15, ge=0.0, le=1.0,
+        description="In `article` fusion, the share of an article's second-best chunk added "
+                    "to each of its chunks' scores.")
     rrf_k: int = Field(default=60, ge=1, description="The k of reciprocal rank fusion (`rrf`).")
     candidates: int = Field(
         default=40, ge=5, le=400,

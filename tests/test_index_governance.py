@@ -166,6 +166,27 @@ def test_high_risk_serves_only_the_approved_block(kb: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+def test_high_risk_plain_text_finds_the_article_but_is_never_served(
+        kb: dict[str, Any]) -> None:
+    """The plain text of a high-risk article is indexed (so a question in its words finds
+    the article) and never served: the answer is the article's approved block."""
+    a = kb["assistant"]
+    plain = "Annual plan customers can ask for a refund in the first weeks."
+    hits = a.index.dense(_EMBEDDER.embed_query(plain), views=("vendors",), locale="en", n=10)
+    indexed = [c for cid, _ in hits if (c := a.index.chunk(cid)) is not None
+               and c.article_id == "refund-window"]
+    assert any(c.text == plain and not c.servable for c in indexed)
+    r = _ask(a, plain)
+    assert r.status == "answered", r.escalation
+    assert r.passages[0].citation.article_id == "refund-window"
+    assert r.passages[0].text == (
+        "Customers can get a full refund within 30 days of buying an annual plan.")
+    for who in ("vendor:acme", "internal"):
+        r = _ask(a, plain, audience=who, top_k=10)
+        assert all(plain not in p.text for p in r.passages)
+
+
+@pytest.mark.slow
 def test_vendor_view_holds_no_internal_chunks(kb: dict[str, Any]) -> None:
     index = kb["assistant"].index
     assert index.views() == {"internal", "vendors"}
@@ -316,7 +337,7 @@ def test_index_rebuild_and_status_cli(kb: dict[str, Any]) -> None:
 
 def test_collection_name_encodes_model_and_chunking(settings: Settings) -> None:
     index = make_index(settings, embedder=_EMBEDDER)
-    assert index.prefix == "canon-all-minilm-l6-v2-c1200-k1-l2"
+    assert index.prefix == "canon-all-minilm-l6-v2-c1200-k2-l2"
     other = make_index(
         settings.model_copy(
             update={"index": settings.index.model_copy(update={"chunk_max_chars": 600})}

@@ -46,21 +46,32 @@ def test_zscore_of_equal_scores_is_zero_not_a_division_by_zero() -> None:
     assert _scores(out) == pytest.approx({A: 0.0, B: 0.0})
 
 
-def test_article_adds_a_share_of_the_best_other_chunk_of_the_same_article() -> None:
+def test_article_adds_a_share_of_the_articles_second_best_chunk_to_each_chunk() -> None:
     x0, x9, y0, y5, z0 = "x|1|0|5", "x|1|9|12", "y|1|0|5", "y|1|5|9", "z|2|0|4"
     dense = [(x0, 0.80), (y0, 0.75), (z0, 0.74), (y5, 0.70), (x9, 0.20)]
     settings = RetrievalSettings(fusion="article", dense_weight=1.0, article_support=0.25)
     out = fuse(dense, [], settings)
     assert _scores(out) == pytest.approx({
-        y0: 0.75 + 0.25 * 0.70, y5: 0.70 + 0.25 * 0.75, x0: 0.80 + 0.25 * 0.20,
+        y0: 0.75 + 0.25 * 0.70, y5: 0.70 + 0.25 * 0.70, x0: 0.80 + 0.25 * 0.20,
         z0: 0.74,  # one chunk only: nothing to add
-        x9: 0.20 + 0.25 * 0.80})
+        x9: 0.20 + 0.25 * 0.20})
+    # y's two good chunks outrank x's single lucky one; within an article the order stays.
     assert [cid for cid, *_ in out] == [y0, y5, x0, z0, x9]
-    # Without support the order is today's `weighted` one.
+    # Without support the order is the `weighted` one.
     plain = fuse(dense, [], settings.model_copy(update={"article_support": 0.0}))
     assert [cid for cid, *_ in plain] == [x0, y0, z0, y5, x9]
     weighted = RetrievalSettings(fusion="weighted", dense_weight=1.0)
     assert [cid for cid, *_ in fuse(dense, [], weighted)] == [x0, y0, z0, y5, x9]
+
+
+def test_a_long_article_gains_no_more_than_its_second_best_chunk() -> None:
+    """Support is the second-best chunk, not a sum: many weak sections add nothing more."""
+    long = [(f"long|1|{i}|{i + 1}", 0.5) for i in range(1, 9)]
+    dense = [("short|1|0|1", 0.82), ("short|1|1|2", 0.6), ("long|1|0|1", 0.8), *long]
+    out = fuse(dense, [], RetrievalSettings(fusion="article", dense_weight=1.0,
+                                            article_support=0.25))
+    assert out[0][0] == "short|1|0|1"
+    assert _scores(out)["long|1|0|1"] == pytest.approx(0.8 + 0.25 * 0.5)
 
 
 def test_article_support_never_mixes_two_versions_of_an_article() -> None:
@@ -70,4 +81,4 @@ def test_article_support_never_mixes_two_versions_of_an_article() -> None:
     settings = RetrievalSettings(fusion="article", dense_weight=1.0, article_support=0.25)
     assert _scores(fuse([(old, 0.8), (new, 0.7)], [], settings)) == pytest.approx(
         {old: 0.8, new: 0.7})
-    assert RetrievalSettings().fusion == "weighted"  # `article` stays opt-in for now
+    assert RetrievalSettings().fusion == "article"  # the shipped default
