@@ -26,7 +26,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from assist.answer import ANSWERED, ESCALATE, NO_ANSWER, Assistant, disagreement, serve_order
+from assist.answer import (
+    ANSWERED,
+    ESCALATE,
+    NO_ANSWER,
+    SHORTLIST,
+    Assistant,
+    disagreement,
+    serve_order,
+)
 from assist.calibration import confidence
 from assist.catalog import LexicalTokenizer
 from assist.chunks import Chunk, chunk_version
@@ -44,7 +52,6 @@ from kb.audience import INTERNAL, caller_views, chunk_views, visible
 from kb.models import ArticleVersion
 
 EVAL_TOP_K = 10  # passages a suite case is scored on (as `kb eval run` asks)
-SHORTLIST = 15  # distinct articles the answer path re-checks (assist.answer.SHORTLIST)
 BM25_K1, BM25_B = 1.5, 0.75  # the index's BM25 parameters (bm25s defaults)
 
 

@@ -67,6 +67,9 @@ class ChunkIndex:
         self._catalog: Catalog | None = None
         self._checked_at = 0.0
         self._mended: dict[tuple[str, str], str] = {}  # (generation, question) -> mended
+        # (generation, question) -> its lexical terms: one answer reads them four times
+        # (BM25, coverage, article coverage, the BM25 ceiling).
+        self._terms: dict[tuple[str, str], list[str]] = {}
         self._dictionary: frozenset[str] | None = None  # real words (the model's vocabulary)
         self._searches: Batcher[_Search, tuple[NDArray[np.float32], list[tuple[str, float]]]] = (
             Batcher(self._search_batch))
@@ -139,8 +142,16 @@ class ChunkIndex:
     def query_terms(self, question: str, catalog: Catalog | None = None) -> list[str]:
         """The question's lexical terms as every lexical step reads them (BM25, coverage,
         the ceiling, the approval simulation): mended (:meth:`mend`), stemmed, stop words
-        out."""
-        return self._tokenize(self.mend(question, catalog))
+        out. Cached per index generation and question; callers must not change the list."""
+        cat = catalog or self.catalog()
+        key = (cat.generation, question)
+        terms = self._terms.get(key)
+        if terms is None:
+            terms = self._tokenize(self.mend(question, cat))
+            if len(self._terms) >= 4096:
+                self._terms.clear()
+            self._terms[key] = terms
+        return terms
 
     def embed_questions(self, questions: Sequence[str]) -> NDArray[np.float32]:
         """Question vectors as the answer path makes them: mended, at query precision."""

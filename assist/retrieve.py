@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,14 +101,18 @@ def _article_support(scored: list[tuple[str, float]], *,
     the same for each of its chunks: the order of passages within an article never changes,
     and only the second-best chunk counts (not a sum), so a long article with many loosely
     related sections gains no more than a short one with two good ones."""
-    top2: dict[str, list[float]] = {}
-    for cid, s in scored:
-        best = top2.setdefault(article_of(cid), [])
-        best.append(s)
-        best.sort(reverse=True)
-        del best[2:]
-    bonus = {a: share * best[1] if len(best) > 1 else 0.0 for a, best in top2.items()}
-    return [(cid, s + bonus[article_of(cid)]) for cid, s in scored]
+    articles = [article_of(cid) for cid, _ in scored]
+    first: dict[str, float] = {}
+    second: dict[str, float] = {}
+    for a, (_, s) in zip(articles, scored, strict=True):
+        if a not in first:
+            first[a] = s
+        elif s > first[a]:
+            second[a], first[a] = first[a], s
+        elif s > second.get(a, -math.inf):
+            second[a] = s
+    return [(cid, s + share * second[a]) if a in second else (cid, s)
+            for a, (cid, s) in zip(articles, scored, strict=True)]
 
 
 def candidate_count(settings: RetrievalSettings, tags: frozenset[str]) -> int:
@@ -140,8 +145,11 @@ def retrieve(
     elif dense is None:
         dense = index.dense(vector, views=views, locale=locale, n=n)
     out = []
+    cat = index.catalog()
     for cid, score, d, lx in fuse(dense, lexical, settings):
-        chunk = index.chunk(cid)
+        i = cat.ids.get(cid)
+        # A chunk this catalog has not loaded yet: index.chunk looks for a newer generation.
+        chunk = cat.chunks[i] if i is not None else index.chunk(cid)
         if chunk is None or (tags and not tags & set(chunk.tags)):
             continue
         out.append(Candidate(chunk, d, lx, score))
