@@ -245,13 +245,20 @@ class Assistant:
         missing = [k for k in keys if k not in self._texts]
         if not missing:
             return
+        wanted = set(missing)
+        # Plain columns of the wanted versions only (no ORM objects: this runs on the
+        # answer path whenever an article is seen for the first time).
         with Session(bind=conn) as session:
             rows = session.exec(
-                select(ArticleVersion).where(
-                    col(ArticleVersion.article_id).in_({a for a, _, _ in missing}))
+                select(
+                    ArticleVersion.article_id, ArticleVersion.number,
+                    ArticleVersion.content_sha256, ArticleVersion.text)
+                .where(col(ArticleVersion.article_id).in_({a for a, _, _ in missing}),
+                       col(ArticleVersion.number).in_({n for _, n, _ in missing}))
             ).all()
-        for v in rows:
-            self._texts[(v.article_id, v.number, v.content_sha256)] = v.text
+        for article_id, number, sha, text in rows:
+            if (article_id, number, sha) in wanted:
+                self._texts[(article_id, number, sha)] = text
 
     def _valid(self, c: Candidate, info: ServedInfo | None, audience: str) -> bool:
         """The authoritative re-check of a candidate against the database."""
