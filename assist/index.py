@@ -67,7 +67,7 @@ class ChunkIndex:
         self._catalog: Catalog | None = None
         self._checked_at = 0.0
         self._mended: dict[tuple[str, str], str] = {}  # (generation, question) -> mended
-        # (generation, question) -> its lexical terms: one answer reads them four times
+        # (generation, mended question) -> its lexical terms: one answer reads them four times
         # (BM25, coverage, article coverage, the BM25 ceiling).
         self._terms: dict[tuple[str, str], list[str]] = {}
         self._dictionary: frozenset[str] | None = None  # real words (the model's vocabulary)
@@ -142,12 +142,14 @@ class ChunkIndex:
     def query_terms(self, question: str, catalog: Catalog | None = None) -> list[str]:
         """The question's lexical terms as every lexical step reads them (BM25, coverage,
         the ceiling, the approval simulation): mended (:meth:`mend`), stemmed, stop words
-        out. Cached per index generation and question; callers must not change the list."""
+        out. Cached per index generation and mended text; callers must not change the list."""
         cat = catalog or self.catalog()
-        key = (cat.generation, question)
+        # Keyed by the text as mended (not as asked), so it holds whether or not typo
+        # tolerance is on.
+        key = (cat.generation, self.mend(question, cat))
         terms = self._terms.get(key)
         if terms is None:
-            terms = self._tokenize(self.mend(question, cat))
+            terms = self._tokenize(key[1])
             if len(self._terms) >= 4096:
                 self._terms.clear()
             self._terms[key] = terms

@@ -118,6 +118,23 @@ def test_the_query_log_keeps_the_question_as_asked(kbs: dict[bool, BuiltKB]) -> 
 
 
 @pytest.mark.slow
+def test_switching_tolerance_on_a_running_index_takes_effect(kbs: dict[bool, BuiltKB]) -> None:
+    """The question's terms are cached per index generation: the cache must not hand the
+    terms read with tolerance off to a question read with it on (``evals.typos`` switches
+    the setting on one index)."""
+    index = kbs[True].assistant.index
+    settings = index.settings
+    try:
+        index.settings = settings.model_copy(update={"typo_tolerance": False})
+        off = index.query_terms(MISSPELT)
+        index.settings = settings
+        on = index.query_terms(MISSPELT)
+    finally:
+        index.settings = settings
+    assert "refnud" in off and "refnud" not in on and "refund" in on
+
+
+@pytest.mark.slow
 def test_numbers_in_a_question_are_never_mended(kbs: dict[bool, BuiltKB]) -> None:
     index = kbs[True].assistant.index
     question = "is the 2024 price rise 3.9% or 4.9%"
