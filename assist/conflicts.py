@@ -98,27 +98,24 @@ def indexed_chunks(assistant: Assistant, version: ArticleVersion) -> list[Chunk]
                          max_chars=assistant.settings.index.chunk_max_chars)
 
 
-def servable_chunks(assistant: Assistant, version: ArticleVersion) -> list[Chunk]:
-    """The chunks of ``version`` an answer may serve (high risk: approved blocks only)."""
-    return [c for c in indexed_chunks(assistant, version) if c.servable]
-
-
 def check_approval(
     assistant: Assistant, *, version: ArticleVersion, served: ArticleVersion | None,
     suite_questions: Sequence[str] = (), expectations: Sequence[Expectation] = (),
     default_audience: str = INTERNAL,
 ) -> list[Finding]:
     """Findings for approving ``version`` while ``served`` is served (nothing is written)."""
-    new_chunks = servable_chunks(assistant, version)
-    old_chunks = servable_chunks(assistant, served) if served is not None else []
+    new_indexed = indexed_chunks(assistant, version)
+    old_indexed = indexed_chunks(assistant, served) if served is not None else []
+    # Statements: every indexed chunk counts, approved block or not (as for the other
+    # articles, see statement_conflicts).
     findings = statement_conflicts(assistant, article_id=version.article_id,
-                                   old=old_chunks, new=new_chunks)
-    findings += _stops_answering(assistant, version, served, new_chunks, suite_questions)
+                                   old=old_indexed, new=new_indexed)
+    findings += _stops_answering(assistant, version, served,
+                                 [c for c in new_indexed if c.servable], suite_questions)
     if served is not None and expectations:
         # The simulated ranking sees what the index would hold; serving filters it.
         findings += broken_expectations(assistant, article_id=version.article_id,
-                                        old=indexed_chunks(assistant, served),
-                                        new=indexed_chunks(assistant, version),
+                                        old=old_indexed, new=new_indexed,
                                         expectations=expectations,
                                         default_audience=default_audience)
     return findings

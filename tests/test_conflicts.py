@@ -355,6 +355,20 @@ def test_changed_plain_text_threshold_is_a_conflict(kb: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+def test_changed_plain_text_of_a_high_risk_article_is_a_conflict(kb: dict[str, Any]) -> None:
+    """High-risk plain text is never served, but staff read it and the index holds it: a
+    threshold changed there while other articles keep the old one is drift too."""
+    aid = "refunds-annual-plans"
+    n = _edit_and_sync(kb, "refunds/refunds-annual-plans.md",
+                       "Refunds above £250 need finance approval",
+                       "Refunds above £400 need finance approval", aid)
+    findings = _findings(kb, aid, n)
+    conflicts = {f.other_article for f in findings if f.kind == "conflict"}
+    assert conflicts == {"refunds-timelines-by-method", "refunds-manual-approval-workflow"}
+    assert all("£400" in (f.new_text or "") for f in findings if f.kind == "conflict")
+
+
+@pytest.mark.slow
 def test_broken_suite_expectation_blocks(kb: dict[str, Any]) -> None:
     aid = "refunds-annual-plans"
     n = _edit_and_sync(kb, "refunds/refunds-annual-plans.md",
