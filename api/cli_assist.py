@@ -14,7 +14,7 @@ index_app = typer.Typer(no_args_is_help=True, help="The search index of approved
 audit_app = typer.Typer(no_args_is_help=True, help="The audit log of answers.")
 
 
-def refresh_index(c: Ctx, *, rebuild: bool = False) -> None:
+def refresh_index(c: Ctx, *, rebuild: bool = False, clean: bool = False) -> None:
     """Bring the whole index in line with what the database serves, with a progress bar.
 
     Every article is compared (not only the ones just changed), so an index left behind by
@@ -40,9 +40,16 @@ def refresh_index(c: Ctx, *, rebuild: bool = False) -> None:
             bar.update(task, completed=done, total=total)
 
         with c.session() as session:
-            fn = indexer.rebuild if rebuild else indexer.refresh
-            report = fn(session, c.index, max_chars=c.settings.index.chunk_max_chars,
-                        progress=progress)
+            max_chars = c.settings.index.chunk_max_chars
+            if rebuild:
+                # On a Chroma server other processes read the live collections: rebuild
+                # them in place unless told to drop them first.
+                report = indexer.rebuild(session, c.index, max_chars=max_chars,
+                                         progress=progress,
+                                         in_place=bool(c.settings.chroma_url) and not clean)
+            else:
+                report = indexer.refresh(session, c.index, max_chars=max_chars,
+                                         progress=progress)
     if report.changed or rebuild:
         err.print(f"index: {len(report.indexed)} articles indexed ({report.chunks} chunks), "
                   f"{len(report.removed)} removed")
@@ -139,10 +146,21 @@ def _index_admin(ctx: typer.Context, user: str | None) -> Ctx:
     return c
 
 
-def index_rebuild(ctx: typer.Context, user: AsUser = None) -> None:
-    """Drop the index and index every served version again (admins)."""
+def index_rebuild(
+    ctx: typer.Context, user: AsUser = None,
+    clean: Annotated[bool, typer.Option(
+        "--clean", help="With a Chroma server (KB_CHROMA_URL): drop the collections first "
+        "instead of rebuilding them in place; running servers find nothing until it ends")
+    ] = False,
+) -> None:
+    """Index every served version again (admins). An embedded index is dropped and refilled
+    (refused while a server holds it); on a Chroma server the live collections are rebuilt
+    in place, so running servers keep answering."""
     c = _index_admin(ctx, user)
-    refresh_index(c, rebuild=True)
+    if clean and c.settings.chroma_url:
+        err.print("index: dropping the collections first (--clean): servers reading them "
+                  "answer from an empty index until the rebuild ends")
+    refresh_index(c, rebuild=True, clean=clean)
 
 
 def index_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:

@@ -1,8 +1,9 @@
 """Keep the index in step with governance: only served versions are indexed.
 
 ``refresh`` compares what the database serves with what the index holds and re-indexes only
-the articles that differ (new approval, retirement, crash mid-update); ``rebuild`` starts
-from scratch.
+the articles that differ (new approval, retirement, crash mid-update); ``rebuild`` indexes
+every served version again, either from scratch (the collections dropped first) or in place
+(each article's new chunks written before its old ones go, so readers never find it empty).
 """
 
 from __future__ import annotations
@@ -95,6 +96,14 @@ def refresh(
     indexed = index.manifest()
     scope = set(article_ids) if article_ids is not None else set(served) | set(indexed)
     stale = sorted(a for a in scope if served.get(a) != indexed.get(a))
+    return _reindex(session, index, stale, served=served, indexed=indexed,
+                    max_chars=max_chars, progress=progress)
+
+
+def _reindex(session: Session, index: ChunkIndex, stale: Sequence[str], *,
+             served: dict[str, int], indexed: dict[str, int], max_chars: int,
+             progress: Progress | None) -> RefreshReport:
+    """Index the served version of each of ``stale`` (removing the articles not served)."""
     report = RefreshReport()
     if not stale:
         return report
@@ -113,8 +122,19 @@ def refresh(
 
 def rebuild(
     session: Session, index: ChunkIndex, *, max_chars: int = 1200,
-    progress: Progress | None = None,
+    progress: Progress | None = None, in_place: bool = False,
 ) -> RefreshReport:
-    """Drop the index and index every served version again."""
-    index.clear()
-    return refresh(session, index, max_chars=max_chars, progress=progress)
+    """Index every served version again.
+
+    From scratch (default): drop the collections, then fill them; only safe when nothing
+    reads the index meanwhile (an embedded index with no server running). ``in_place``:
+    every article's chunks are written over the live collections, new ones before old ones
+    go, and articles the database no longer serves are removed, so processes reading the
+    index (servers on a shared Chroma server) keep answering throughout."""
+    if not in_place:
+        index.clear()
+        return refresh(session, index, max_chars=max_chars, progress=progress)
+    served = served_numbers(session)
+    indexed = index.manifest()
+    return _reindex(session, index, sorted(set(served) | set(indexed)), served=served,
+                    indexed=indexed, max_chars=max_chars, progress=progress)
