@@ -37,6 +37,7 @@ from assist.statements import conflicting as conflicting  # re-exported (moved)
 from assist.statements import quantities as quantities  # re-exported (moved)
 from kb import audit
 from kb import tuning as tunings
+from kb.articles import stored_risk
 from kb.audience import caller_views, visible
 from kb.clock import Clock, system_clock
 from kb.governance import ServedInfo, governance_tick, served_info
@@ -268,7 +269,8 @@ class Assistant:
             return False
         if not visible(info.meta.get("audience", []), audience):
             return False
-        if not servable(risk=info.meta.get("risk", "low"), approved=c.chunk.approved):
+        if not (c.chunk.servable
+                and servable(risk=stored_risk(info.meta), approved=c.chunk.approved)):
             return False  # the plain text of a high-risk article: it only finds the article
         text = self._texts.get((info.article_id, info.version, info.content_sha256))
         return text is not None and text[c.chunk.start:c.chunk.end] == c.chunk.text
@@ -289,7 +291,7 @@ class Assistant:
                 content_sha256=info.content_sha256, section=section, anchor=c.chunk.anchor,
                 start=c.chunk.start, end=c.chunk.end, passage_sha256=passage_sha256(body),
                 owner=meta.get("owner", ""), approved_at=info.approved_at,
-                last_reviewed=info.freshness.anchor, risk=meta.get("risk", "low"),
+                last_reviewed=info.freshness.anchor, risk=stored_risk(meta),
                 locale=meta.get("locale", "en"),
             ),
         )
@@ -423,7 +425,7 @@ class Assistant:
 
         top = valid[0]
         top_info = infos[top.chunk.article_id]
-        if (top_info.freshness.stale and top_info.meta.get("risk") == "high"
+        if (top_info.freshness.stale and stored_risk(top_info.meta) == "high"
                 and cfg.withhold_stale_high_risk):
             result.status = ESCALATE
             result.escalation = self._escalation(
@@ -435,7 +437,7 @@ class Assistant:
 
         def withheld(c: Candidate) -> bool:  # never serve stale high-risk text, even lower
             info = infos[c.chunk.article_id]
-            return info.freshness.stale and info.meta.get("risk") == "high"
+            return info.freshness.stale and stored_risk(info.meta) == "high"
 
         chosen = serve_order(valid, top_k=top_k, min_score=cfg.min_score, withheld=withheld)
         rival = self._rival(top, valid, infos, chosen)

@@ -60,8 +60,9 @@ class Chunk:
 
 def servable(*, risk: str, approved: bool) -> bool:
     """The serving rule for high-risk text, in one place: a ``risk: high`` article is served
-    only through its ``::: approved`` blocks."""
-    return approved or risk != "high"
+    only through its ``::: approved`` blocks. A level that is not ``low`` or ``medium``
+    counts as high (see :func:`kb.articles.stored_risk`)."""
+    return approved or risk in ("low", "medium")
 
 
 def chunk_id(article_id: str, version: int, start: int, end: int) -> str:

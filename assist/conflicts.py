@@ -337,11 +337,11 @@ class Simulation:
         out = []
         for cid, score, d, lx in fuse(dense, lexical, retrieval):
             chunk = by_id.get(cid) or self.index.chunk(cid)
-            if chunk is not None:
+            # As the answer path (assist.retrieve.retrieve): only what may be served.
+            if chunk is not None and chunk.servable:
                 out.append(Candidate(chunk, d, lx, score))
-        # As the answer path: the shortlist from the ranking, then only what may be served.
         shortlist = set(list(dict.fromkeys(c.chunk.article_id for c in out))[:SHORTLIST])
-        return [c for c in out if c.chunk.article_id in shortlist and c.chunk.servable]
+        return [c for c in out if c.chunk.article_id in shortlist]
 
     def _statements_of(self, article_id: str) -> Sequence[Statement]:
         if article_id == self._article_id:

@@ -132,9 +132,10 @@ def retrieve(
     dense: list[tuple[str, float]] | None = None,
     lexical: list[tuple[str, float]] | None = None,
 ) -> list[Candidate]:
-    """Candidates from the caller's views in one locale, best first. ``dense`` / ``lexical``:
-    hits already found (:meth:`ChunkIndex.search`, :meth:`ChunkIndex.lexical`), else
-    queried here."""
+    """Servable candidates from the caller's views in one locale, best first.
+
+    ``dense`` / ``lexical``: hits already found (:meth:`ChunkIndex.search`,
+    :meth:`ChunkIndex.lexical`), else queried here."""
     n = candidate_count(settings, tags)
     if settings.fusion == "dense":
         lexical = []
@@ -150,7 +151,9 @@ def retrieve(
         i = cat.ids.get(cid)
         # A chunk this catalog has not loaded yet: index.chunk looks for a newer generation.
         chunk = cat.chunks[i] if i is not None else index.chunk(cid)
-        if chunk is None or (tags and not tags & set(chunk.tags)):
+        # Unservable text (a high-risk article's plain text) has lifted its article's
+        # blocks in the fusion; it goes here, before confidence, shortlist or decision.
+        if chunk is None or not chunk.servable or (tags and not tags & set(chunk.tags)):
             continue
         out.append(Candidate(chunk, d, lx, score))
     return out

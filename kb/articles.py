@@ -20,6 +20,7 @@ import math
 import re
 import reprlib
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
@@ -41,6 +42,14 @@ LOCALE_RE = re.compile(r"\A(?=.{2,35}\Z)[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*\Z")
 CADENCE_RE = re.compile(r"\A([0-9]{1,6})\s*([dwmy])\Z")
 ISO_DATE_RE = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 RISKS = ("low", "medium", "high")
+
+
+def stored_risk(meta: Mapping[str, Any]) -> str:
+    """A stored version's risk as every rule reads it (chunking, serving, withholding, the
+    article view): a value that is not a known level (a version stored under an older,
+    looser parser) counts as ``high``, the safe side."""
+    risk = meta.get("risk")
+    return risk if isinstance(risk, str) and risk in RISKS else "high"
 REQUIRED = ("id", "title", "owner", "review_every")
 CADENCE_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}
 MAX_CADENCE_DAYS = 100 * 365  # parse_cadence: anything longer is a typo, and overflows dates
@@ -700,14 +709,13 @@ def parse_stored_version(text: str, *, path: str, meta: dict[str, Any]) -> Parse
             reviewed = date.fromisoformat(meta["last_reviewed"])
         except ValueError:
             reviewed = None
-    risk = meta.get("risk")
     return ParsedArticle(
         id=str(meta.get("id") or path),
         title=str(meta.get("title") or ""),
         owner=str(meta.get("owner") or ""),
         review_every=str(meta.get("review_every") or ""),
         review_every_days=safe_review_days(meta.get("review_every_days")),
-        risk=risk if isinstance(risk, str) and risk in RISKS else "high",
+        risk=stored_risk(meta),
         audience=strs(meta.get("audience"), ("internal",)),
         locale=str(meta.get("locale") or "en"),
         tags=strs(meta.get("tags"), ()),

@@ -8,7 +8,7 @@ from api.deps import AnyCaller, SessionDep
 from api.params import ArticleId
 from api.responses import declare
 from api.schemas import ApprovedBlockOut, ArticleOut, SectionOut
-from kb.articles import parse_article
+from kb.articles import parse_article, stored_risk
 from kb.errors import ArticleNotFound
 from kb.governance import get_version, served_info
 
@@ -28,13 +28,13 @@ def served_article(article_id: ArticleId, caller: AnyCaller, session: SessionDep
         raise ArticleNotFound(article_id)
     version = get_version(session, article_id=article_id, number=info.version)
     parsed = parse_article(version.text, path=article_id)
-    high = info.meta.get("risk") == "high"
+    high = stored_risk(info.meta) == "high"
     blocks = [ApprovedBlockOut(start=b.start, end=b.end, anchor=b.section_anchor,
                                text=version.text[b.start:b.end]) for b in parsed.approved_blocks]
     return ArticleOut(
         id=article_id, title=info.meta["title"], version=info.version,
         content_sha256=info.content_sha256, owner=info.meta["owner"],
-        risk=info.meta.get("risk", "low"), audience=info.meta.get("audience", []),
+        risk=stored_risk(info.meta), audience=info.meta.get("audience", []),
         locale=info.meta.get("locale", "en"), approved_at=info.approved_at,
         last_reviewed=info.freshness.anchor, review_due=info.freshness.due_at,
         stale=info.freshness.stale,
