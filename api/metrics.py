@@ -69,7 +69,8 @@ class Metrics:
         self.approvals = Histogram("canon_approval_duration_seconds", "Approvals through the "
                                    "API, checks included.", buckets=(*_LATENCY_BUCKETS, 30.0),
                                    registry=reg)
-        self.index_chunks = gauge("canon_index_chunks", "Chunks in the served index.")
+        self.index_chunks = gauge("canon_index_chunks",
+                                  "Chunks in the index (high-risk plain text included).")
         self.index_lag = gauge("canon_index_lag_seconds", "How long the oldest change the "
                                "index has not caught up with has been waiting.")
         self.index_behind = gauge("canon_index_behind_articles", "Articles whose served "

@@ -76,7 +76,7 @@ class ChunkIndex:
 
     def bump(self, empty: dict[str, int | None] | None = None) -> None:
         """Tell every process the index changed. ``empty`` records served versions that
-        have nothing to index (a high-risk article without an approved block), so they do
+        have nothing to index (no text to chunk at all), so they do
         not look forever out of date; ``None`` as a value clears an entry."""
         self.store.bump(empty)
         self._catalog = None

@@ -50,7 +50,8 @@ def _shingles(text: str, n: int = 5) -> set[int]:
 
 
 def duplicate_sections(session: Session, *, threshold: float = 0.8) -> list[dict[str, Any]]:
-    """Near-identical served chunks across articles (candidate pairs via shared shingles)."""
+    """Near-identical chunks of served versions across articles (candidate pairs via shared
+    shingles), high-risk plain text included: staff read it, and the index holds it."""
     served = served_numbers(session)
     chunks = []
     translation: dict[str, str] = {}
