@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from assist.batching import Batcher
 from assist.calibration import Policy, confidence, policy_for
-from assist.chunks import Chunk, passage_sha256, servable
+from assist.chunks import Chunk, passage_sha256
 from assist.gaps import MeaningGroups
 from assist.index import ChunkIndex
 from assist.redact import redact
@@ -37,7 +37,7 @@ from assist.statements import conflicting as conflicting  # re-exported (moved)
 from assist.statements import quantities as quantities  # re-exported (moved)
 from kb import audit
 from kb import tuning as tunings
-from kb.articles import stored_risk
+from kb.articles import servable, stored_risk
 from kb.audience import caller_views, visible
 from kb.clock import Clock, system_clock
 from kb.governance import ServedInfo, governance_tick, served_info

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from kb.articles import ParsedArticle, parse_article, parse_stored_version
+from kb.articles import ParsedArticle, parse_article, parse_stored_version, servable
 
 CHUNKER_VERSION = 2  # 2: the plain text of risk: high articles is indexed (never served)
 _BLANK = re.compile(r"\n[ \t]*\n")
@@ -56,13 +56,6 @@ class Chunk:
     def lexical_text(self) -> str:
         """What BM25 sees: title, headings and tags, then the passage."""
         return " ".join((self.title, *self.heading_path, *self.tags, self.text))
-
-
-def servable(*, risk: str, approved: bool) -> bool:
-    """The serving rule for high-risk text, in one place: a ``risk: high`` article is served
-    only through its ``::: approved`` blocks. A level that is not ``low`` or ``medium``
-    counts as high (see :func:`kb.articles.stored_risk`)."""
-    return approved or risk in ("low", "medium")
 
 
 def chunk_id(article_id: str, version: int, start: int, end: int) -> str:

@@ -66,10 +66,9 @@ class ChunkIndex:
         self._lock = threading.Lock()
         self._catalog: Catalog | None = None
         self._checked_at = 0.0
-        self._mended: dict[tuple[str, str], str] = {}  # (generation, question) -> mended
-        # (generation, mended question) -> its lexical terms: one answer reads them four times
-        # (BM25, coverage, article coverage, the BM25 ceiling).
-        self._terms: dict[tuple[str, str], list[str]] = {}
+        # (generation, typo tolerance, question) -> (mended text, lexical terms): one answer
+        # reads them five times (the vector, BM25, coverage, article coverage, the ceiling).
+        self._reads: dict[tuple[str, bool, str], tuple[str, list[str]]] = {}
         self._dictionary: frozenset[str] | None = None  # real words (the model's vocabulary)
         self._searches: Batcher[_Search, tuple[NDArray[np.float32], list[tuple[str, float]]]] = (
             Batcher(self._search_batch))
@@ -127,33 +126,32 @@ class ChunkIndex:
         asked."""
         if not self.settings.typo_tolerance:
             return question
-        cat = catalog or self.catalog()
-        key = (cat.generation, question)
-        mended = self._mended.get(key)
-        if mended is None:
-            if self._dictionary is None:
-                self._dictionary = self.embedder.words()
-            mended = cat.mend(question, self._dictionary)
-            if len(self._mended) >= 4096:
-                self._mended.clear()
-            self._mended[key] = mended
-        return mended
+        return self._read(question, catalog)[0]
 
     def query_terms(self, question: str, catalog: Catalog | None = None) -> list[str]:
         """The question's lexical terms as every lexical step reads them (BM25, coverage,
         the ceiling, the approval simulation): mended (:meth:`mend`), stemmed, stop words
-        out. Cached per index generation and mended text; callers must not change the list."""
+        out. Callers must not change the list (it is cached)."""
+        return self._read(question, catalog)[1]
+
+    def _read(self, question: str, catalog: Catalog | None) -> tuple[str, list[str]]:
+        """(mended text, lexical terms) of ``question``, cached per index generation and
+        typo-tolerance setting (``evals.typos`` switches it on a running index)."""
         cat = catalog or self.catalog()
-        # Keyed by the text as mended (not as asked), so it holds whether or not typo
-        # tolerance is on.
-        key = (cat.generation, self.mend(question, cat))
-        terms = self._terms.get(key)
-        if terms is None:
-            terms = self._tokenize(key[1])
-            if len(self._terms) >= 4096:
-                self._terms.clear()
-            self._terms[key] = terms
-        return terms
+        tolerant = self.settings.typo_tolerance
+        key = (cat.generation, tolerant, question)
+        found = self._reads.get(key)
+        if found is None:
+            mended = question
+            if tolerant:
+                if self._dictionary is None:
+                    self._dictionary = self.embedder.words()
+                mended = cat.mend(question, self._dictionary)
+            found = (mended, self._tokenize(mended))
+            if len(self._reads) >= 4096:
+                self._reads.clear()
+            self._reads[key] = found
+        return found
 
     def embed_questions(self, questions: Sequence[str]) -> NDArray[np.float32]:
         """Question vectors as the answer path makes them: mended, at query precision."""
@@ -180,8 +178,9 @@ class ChunkIndex:
     def views(self) -> set[str]:
         return self.catalog().views
 
-    def chunk(self, cid: str) -> Chunk | None:
-        cat = self.catalog()
+    def chunk(self, cid: str, catalog: Catalog | None = None) -> Chunk | None:
+        """The chunk ``cid`` (``catalog``: the one the caller already holds)."""
+        cat = catalog or self.catalog()
         i = cat.ids.get(cid)
         if i is None and time.monotonic() - self._checked_at > 0.05:
             # Chroma found a chunk this catalog has not loaded yet: another process (or a

@@ -148,9 +148,7 @@ def retrieve(
     out = []
     cat = index.catalog()
     for cid, score, d, lx in fuse(dense, lexical, settings):
-        i = cat.ids.get(cid)
-        # A chunk this catalog has not loaded yet: index.chunk looks for a newer generation.
-        chunk = cat.chunks[i] if i is not None else index.chunk(cid)
+        chunk = index.chunk(cid, cat)
         # Unservable text (a high-risk article's plain text) has lifted its article's
         # blocks in the fusion; it goes here, before confidence, shortlist or decision.
         if chunk is None or not chunk.servable or (tags and not tags & set(chunk.tags)):

@@ -43,13 +43,6 @@ CADENCE_RE = re.compile(r"\A([0-9]{1,6})\s*([dwmy])\Z")
 ISO_DATE_RE = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 RISKS = ("low", "medium", "high")
 
-
-def stored_risk(meta: Mapping[str, Any]) -> str:
-    """A stored version's risk as every rule reads it (chunking, serving, withholding, the
-    article view): a value that is not a known level (a version stored under an older,
-    looser parser) counts as ``high``, the safe side."""
-    risk = meta.get("risk")
-    return risk if isinstance(risk, str) and risk in RISKS else "high"
 REQUIRED = ("id", "title", "owner", "review_every")
 CADENCE_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}
 MAX_CADENCE_DAYS = 100 * 365  # parse_cadence: anything longer is a typo, and overflows dates
@@ -80,11 +73,27 @@ FIXES = {
     "last_reviewed": "write a real calendar date between 2000-01-01 and 2100-12-31 as "
                      "YYYY-MM-DD, e.g. last_reviewed: 2026-03-01",
 }
+
 _GENERIC_FIX = ("write the value out plainly: quote text, and remove explicit !!tags "
                 "(numbers at most 64 characters, no NUL or invalid characters)")
 _ALIAS_FIX = "write the value out instead of using an &anchor/*alias"
 _TS_TAG = "tag:yaml.org,2002:timestamp"
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+def stored_risk(meta: Mapping[str, Any]) -> str:
+    """A stored version's risk as every rule reads it (chunking, serving, withholding, the
+    article view): a value that is not a known level (a version stored under an older,
+    looser parser) counts as ``high``, the safe side."""
+    risk = meta.get("risk")
+    return risk if isinstance(risk, str) and risk in RISKS else "high"
+
+
+def servable(*, risk: str, approved: bool) -> bool:
+    """The serving rule for high-risk text, in one place: a ``risk: high`` article is served
+    only through its ``::: approved`` blocks. A level that is not ``low`` or ``medium``
+    counts as high (see :func:`stored_risk`)."""
+    return approved or risk in ("low", "medium")
 
 
 @dataclass(frozen=True)
