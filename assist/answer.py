@@ -210,12 +210,19 @@ class Assistant:
             self._tick = tick
         return self.policy
 
-    def _served_infos(self, conn: Connection, article_ids: list[str]) -> dict[str, ServedInfo]:
+    def _follow_now(self) -> Policy:
+        """:meth:`follow` on a connection of its own (the answer path runs it on a side
+        thread while the question is embedded and searched)."""
+        with self.engine.connect() as conn:
+            return self.follow(conn)
+
+    def _served_infos(self, article_ids: list[str]) -> dict[str, ServedInfo]:
         """What the database serves now for these articles (re-read only when
-        :meth:`follow` saw the governance clock move, or for an article never looked up)."""
+        :meth:`follow` saw the governance clock move, or for an article never looked up;
+        the database is asked only then)."""
         missing = [a for a in article_ids if a not in self._served]
         if missing:
-            with Session(bind=conn) as session:
+            with self.engine.connect() as conn, Session(bind=conn) as session:
                 found = served_info(session, article_ids=missing, now=self.clock())
             for a in missing:
                 self._served[a] = found.get(a)
@@ -242,14 +249,15 @@ class Assistant:
                 out[c.chunk.article_id] = prev
         return out
 
-    def _version_texts(self, conn: Connection, keys: set[tuple[str, int, str]]) -> None:
+    def _version_texts(self, keys: set[tuple[str, int, str]]) -> None:
+        """Load the texts of these versions not read before (versions are immutable)."""
         missing = [k for k in keys if k not in self._texts]
         if not missing:
             return
         wanted = set(missing)
         # Plain columns of the wanted versions only (no ORM objects: this runs on the
         # answer path whenever an article is seen for the first time).
-        with Session(bind=conn) as session:
+        with self.engine.connect() as conn, Session(bind=conn) as session:
             rows = session.exec(
                 select(
                     ArticleVersion.article_id, ArticleVersion.number,
@@ -321,38 +329,39 @@ class Assistant:
         redacted = redact(q.text)
         views = caller_views(q.audience, self.index.views())
         n = candidate_count(self.settings.retrieval, q.tags)
-        # BM25 runs on another core while the question is embedded and Chroma searched.
+        # BM25, and the look at the governance clock (what the database serves, the tuning
+        # in use), run on another core while the question is embedded and Chroma searched.
+        # Both start after the question arrived, so the answer reflects every approval
+        # committed before it.
+        following = self._side.submit(self._follow_now)
         lexical = None if self.settings.retrieval.fusion == "dense" else self._side.submit(
             self.index.lexical, q.text, views=views, locale=locale, n=n)
         vector, dense = self.index.search(q.text, views=views, locale=locale, n=n)
         result = AssistResult(query_id=query_id, status=NO_ANSWER)
 
-        with self.engine.connect() as conn:
-            policy = self.follow(conn)
-            candidates = self._candidates(policy, q.text, vector, views, locale, q.tags,
-                                          dense=dense,
-                                          lexical=lexical.result() if lexical else None)
-            if locale != cfg.default_locale and confidence(candidates) < cfg.min_score:
-                fallback = self._candidates(policy, q.text, vector, views, cfg.default_locale,
-                                            q.tags)
-                if fallback:
-                    result.warnings.append({
-                        "code": "locale_fallback",
-                        "message": f"no approved answer in '{locale}'; showing "
-                                   f"'{cfg.default_locale}' text"})
-                    candidates = fallback
+        policy = following.result()
+        candidates = self._candidates(policy, q.text, vector, views, locale, q.tags,
+                                      dense=dense,
+                                      lexical=lexical.result() if lexical else None)
+        if locale != cfg.default_locale and confidence(candidates) < cfg.min_score:
+            fallback = self._candidates(policy, q.text, vector, views, cfg.default_locale,
+                                        q.tags)
+            if fallback:
+                result.warnings.append({
+                    "code": "locale_fallback",
+                    "message": f"no approved answer in '{locale}'; showing "
+                               f"'{cfg.default_locale}' text"})
+                candidates = fallback
 
-            # Only the best few articles can reach the answer; check those against the
-            # database.
-            shortlist = list(dict.fromkeys(c.chunk.article_id for c in candidates))[:SHORTLIST]
-            listed = set(shortlist)
-            candidates = [c for c in candidates if c.chunk.article_id in listed]
-            infos = self._as_indexed(self._served_infos(conn, shortlist), candidates)
-            self._version_texts(conn, {(i.article_id, i.version, i.content_sha256)
-                                          for i in infos.values()})
-            valid = [c for c in candidates
-                     if self._valid(c, infos.get(c.chunk.article_id), q.audience)]
-            self._decide(policy, result, valid, infos, redacted, top_k, q.text)
+        # Only the best few articles (the shortlist) can reach the answer; retrieval kept
+        # their candidates only. Check those against the database.
+        shortlist = list(dict.fromkeys(c.chunk.article_id for c in candidates))
+        infos = self._as_indexed(self._served_infos(shortlist), candidates)
+        self._version_texts({(i.article_id, i.version, i.content_sha256)
+                             for i in infos.values()})
+        valid = [c for c in candidates
+                 if self._valid(c, infos.get(c.chunk.article_id), q.audience)]
+        self._decide(policy, result, valid, infos, redacted, top_k, q.text)
         result.latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         self._audit.submit(dict(
             id=query_id, at=self.clock(), caller=q.caller, audience=q.audience, locale=locale,
@@ -382,14 +391,13 @@ class Assistant:
         found = {cid: c for cid in hits if (c := self.index.chunk(cid)) is not None
                  and (not q.tags or q.tags & set(c.tags))}
         articles = list(dict.fromkeys(c.article_id for c in found.values()))
-        with self.engine.connect() as conn:
-            self.follow(conn)
-            infos = self._served_infos(conn, articles)
-            self._version_texts(conn, {(i.article_id, i.version, i.content_sha256)
-                                          for i in infos.values()})
-            chunks = {cid: c for cid, c in found.items()
-                      if self._valid(Candidate(c, None, None, 0.0), infos.get(c.article_id),
-                                     q.audience)}
+        self._follow_now()
+        infos = self._served_infos(articles)
+        self._version_texts({(i.article_id, i.version, i.content_sha256)
+                             for i in infos.values()})
+        chunks = {cid: c for cid, c in found.items()
+                  if self._valid(Candidate(c, None, None, 0.0), infos.get(c.article_id),
+                                 q.audience)}
         return Evidence(dense=dense, lexical=lexical, chunks=chunks,
                         coverage={cid: self.index.coverage(q.text, cid) for cid in chunks},
                         article_coverage={cid: self.index.article_coverage(q.text, cid)
@@ -401,7 +409,8 @@ class Assistant:
                     dense: list[tuple[str, float]] | None = None,
                     lexical: list[tuple[str, float]] | None = None) -> list[Candidate]:
         return retrieve(self.index, question=text, vector=vector, views=views, locale=locale,
-                        settings=policy.retrieval, tags=tags, dense=dense, lexical=lexical)
+                        settings=policy.retrieval, tags=tags, dense=dense, lexical=lexical,
+                        articles=SHORTLIST)
 
     def _decide(self, policy: Policy, result: AssistResult, valid: list[Candidate],
                 infos: dict[str, ServedInfo], question: str, top_k: int,

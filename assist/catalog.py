@@ -146,12 +146,17 @@ class Catalog:
         return self.covered(question, self.article_terms.get((c.article_id, c.version),
                                                              self.terms[i]))
 
+    @cached_property
+    def rarest(self) -> float:
+        """The IDF of the rarest term (what a term the knowledge base never uses weighs)."""
+        return max(self.idf.values(), default=1.0)
+
     def covered(self, question: set[str], terms: AbstractSet[str]) -> float:
         """Share of the ``question``'s IDF-weighted terms among ``terms``; terms the knowledge
         base has never seen weigh as much as the rarest it has."""
         if not question:
             return 0.0
-        unseen = max(self.idf.values(), default=1.0)
+        unseen = self.rarest
         weights = {t: self.idf.get(t, unseen) for t in question}
         total = sum(weights.values())
         return sum(w for t, w in weights.items() if t in terms) / total if total else 0.0

@@ -131,11 +131,13 @@ def retrieve(
     tags: frozenset[str] = frozenset(),
     dense: list[tuple[str, float]] | None = None,
     lexical: list[tuple[str, float]] | None = None,
+    articles: int | None = None,
 ) -> list[Candidate]:
     """Servable candidates from the caller's views in one locale, best first.
 
     ``dense`` / ``lexical``: hits already found (:meth:`ChunkIndex.search`,
-    :meth:`ChunkIndex.lexical`), else queried here."""
+    :meth:`ChunkIndex.lexical`), else queried here. ``articles``: only the candidates of
+    the best that many articles (the answer path's shortlist)."""
     n = candidate_count(settings, tags)
     if settings.fusion == "dense":
         lexical = []
@@ -146,6 +148,7 @@ def retrieve(
     elif dense is None:
         dense = index.dense(vector, views=views, locale=locale, n=n)
     out = []
+    seen: set[str] = set()
     cat = index.catalog()
     for cid, score, d, lx in fuse(dense, lexical, settings):
         chunk = index.chunk(cid, cat)
@@ -153,5 +156,9 @@ def retrieve(
         # blocks in the fusion; it goes here, before confidence, shortlist or decision.
         if chunk is None or not chunk.servable or (tags and not tags & set(chunk.tags)):
             continue
+        if articles is not None and chunk.article_id not in seen:
+            if len(seen) >= articles:
+                continue
+            seen.add(chunk.article_id)
         out.append(Candidate(chunk, d, lx, score))
     return out
