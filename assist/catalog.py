@@ -45,12 +45,65 @@ def _one_edit(a: str, b: str) -> bool:
     return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
+# Irregular plurals the stemmer leaves apart from their singular ("children" stems to
+# "children", "child" to "child").
+_IRREGULAR = {
+    "children": "child", "men": "man", "women": "woman",
+    "feet": "foot", "teeth": "tooth", "mice": "mouse", "geese": "goose", "lives": "life",
+    "wives": "wife", "knives": "knife", "halves": "half", "shelves": "shelf",
+    "thieves": "thief", "analyses": "analysis", "diagnoses": "diagnosis",
+    "crises": "crisis", "theses": "thesis", "hypotheses": "hypothesis",
+    "criteria": "criterion", "phenomena": "phenomenon", "indices": "index",
+    "appendices": "appendix", "matrices": "matrix", "vertices": "vertex",
+}
+# British and American spellings of one word read alike. Each rule rewrites a word only
+# when enough letters precede the changed part ("hour", "four", "size", "prize" stay),
+# and questions and passages are rewritten the same way, so a rule can only join words.
+_SPELLING = (
+    (re.compile(r"^(\w{3,})our(s|ed|ing|ite|ites|able|ably|er|ers|ful|less)?$"), r"\1or\2"),
+    (re.compile(r"^(\w{3,})is(e|es|ed|ing|er|ers|ation|ations|ational)$"), r"\1iz\2"),
+    (re.compile(r"^(\w{2,})ys(e|es|ed|ing|er|ers)$"), r"\1yz\2"),
+    (re.compile(r"^(lic|def|off|pret)enc(e|es)$"), r"\1ens\2"),
+    (re.compile(r"^(cent|theat|lit|fib|kilomet|centimet|millimet)r(e|es|ed|ing)$"),
+     lambda m: m.group(1) + {"e": "er", "es": "ers", "ed": "ered", "ing": "ering"}[m.group(2)]),
+    (re.compile(r"^(catal|dial|anal|prol|epil|monol)ogue(s)?$"), r"\1og\2"),
+    (re.compile(r"^programme(s|d)?$"), r"program\1"),
+)
+
+
+def normal_word(word: str) -> str:
+    """A lower-case word as the lexical index reads it: an irregular plural as its singular,
+    a British spelling as the American one ("colour" → "color", "organise" → "organize",
+    "licence" → "license", "centre" → "center", "catalogue" → "catalog")."""
+    found = _IRREGULAR.get(word)
+    if found is not None:
+        return found
+    if len(word) < 5:
+        return word
+    for pattern, repl in _SPELLING:
+        new, n = pattern.subn(repl, word)
+        if n:
+            return new
+    return word
+
+
 class LexicalTokenizer:
     def __init__(self) -> None:
         self._stemmer = Stemmer.Stemmer("english")
+        self._normal: dict[str, str] = {}
 
     def __call__(self, text: str) -> list[str]:
-        words = [w for w in _TOKEN.findall(text.lower()) if w not in _STOPWORDS]
+        normal = self._normal
+        words = []
+        for w in _TOKEN.findall(text.lower()):
+            if w in _STOPWORDS:
+                continue
+            n = normal.get(w)
+            if n is None:
+                n = normal_word(w)
+                if len(normal) < 200_000:
+                    normal[w] = n
+            words.append(n)
         return list(self._stemmer.stemWords(words))
 
 
