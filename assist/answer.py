@@ -24,7 +24,7 @@ from assist.chunks import Chunk, passage_sha256
 from assist.gaps import MeaningGroups
 from assist.index import ChunkIndex
 from assist.redact import redact
-from assist.retrieve import Candidate, candidate_count, retrieve
+from assist.retrieve import Candidate, candidate_count, rank
 from assist.statements import (
     Clash,
     Ledger,
@@ -112,6 +112,8 @@ class Evidence:
     coverage: dict[str, float]  # of each servable chunk (see ChunkIndex.coverage)
     article_coverage: dict[str, float]  # of each servable chunk's article version
     lexical_ceiling: float
+    # hits this caller may see but never be served (high-risk plain text of served versions)
+    unservable: dict[str, Chunk] = field(default_factory=dict)
 
 
 def serve_order(valid: Sequence[Candidate], *, top_k: int, min_score: float,
@@ -133,6 +135,22 @@ def serve_order(valid: Sequence[Candidate], *, top_k: int, min_score: float,
         if len(chosen) >= top_k:
             break
     return chosen
+
+
+def _section(title: str, heading_path: Sequence[str]) -> list[str]:
+    """A citation's section: the article title, then the headings under it."""
+    section = list(heading_path)
+    return section if section and section[0] == title else [title, *section]
+
+
+def lacks_approved_language(lead: Candidate | None, valid: Sequence[Candidate]) -> bool:
+    """The question's best match is the plain text of a ``risk: high`` article (``lead``:
+    indexed to find the article, never served), and the answer would come from another
+    article. High-risk topics are answered only in approved policy language: this one has
+    none for the question, so it escalates (``no_approved_language``) instead of serving
+    a neighbouring article's text."""
+    return (lead is not None and bool(valid)
+            and valid[0].chunk.article_id != lead.chunk.article_id)
 
 
 def disagreement(valid: Sequence[Candidate], served: Sequence[Candidate], *, margin: float,
@@ -271,26 +289,32 @@ class Assistant:
 
     def _valid(self, c: Candidate, info: ServedInfo | None, audience: str) -> bool:
         """The authoritative re-check of a candidate against the database."""
-        if info is None or c.chunk.version != info.version:
+        return self._current(c.chunk, info, audience) and self._servable(c.chunk, info)
+
+    def _current(self, chunk: Chunk, info: ServedInfo | None, audience: str) -> bool:
+        """Is ``chunk`` text of the version the database serves now, to this audience?"""
+        if info is None or chunk.version != info.version:
             return False  # not served any more (retired / superseded / index lagging)
-        if c.chunk.content_sha256 != info.content_sha256:
+        if chunk.content_sha256 != info.content_sha256:
             return False
         if not visible(info.meta.get("audience", []), audience):
             return False
-        if not (c.chunk.servable
-                and servable(risk=stored_risk(info.meta), approved=c.chunk.approved)):
-            return False  # the plain text of a high-risk article: it only finds the article
         text = self._texts.get((info.article_id, info.version, info.content_sha256))
-        return text is not None and text[c.chunk.start:c.chunk.end] == c.chunk.text
+        return text is not None and text[chunk.start:chunk.end] == chunk.text
+
+    @staticmethod
+    def _servable(chunk: Chunk, info: ServedInfo | None) -> bool:
+        """May this current chunk be served? Never the plain text of a high-risk article
+        (it only finds the article), by the index's metadata and the database's alike."""
+        return info is not None and chunk.servable and servable(
+            risk=stored_risk(info.meta), approved=chunk.approved)
 
     def _passage(self, c: Candidate, info: ServedInfo) -> Passage:
         text = self._texts[(info.article_id, info.version, info.content_sha256)]
         body = text[c.chunk.start:c.chunk.end]
         meta = info.meta
         title = meta.get("title", c.chunk.title)
-        section = list(c.chunk.heading_path)
-        if not section or section[0] != title:
-            section = [title, *section]
+        section = _section(title, c.chunk.heading_path)
         return Passage(
             text=body,
             score=round(c.score, 4),
@@ -340,28 +364,35 @@ class Assistant:
         result = AssistResult(query_id=query_id, status=NO_ANSWER)
 
         policy = following.result()
-        candidates = self._candidates(policy, q.text, vector, views, locale, q.tags,
-                                      dense=dense,
-                                      lexical=lexical.result() if lexical else None)
+        candidates, lead = self._candidates(policy, q.text, vector, views, locale, q.tags,
+                                            dense=dense,
+                                            lexical=lexical.result() if lexical else None)
         if locale != cfg.default_locale and confidence(candidates) < cfg.min_score:
-            fallback = self._candidates(policy, q.text, vector, views, cfg.default_locale,
-                                        q.tags)
+            fallback, fallback_lead = self._candidates(policy, q.text, vector, views,
+                                                       cfg.default_locale, q.tags)
             if fallback:
                 result.warnings.append({
                     "code": "locale_fallback",
                     "message": f"no approved answer in '{locale}'; showing "
                                f"'{cfg.default_locale}' text"})
-                candidates = fallback
+                candidates, lead = fallback, fallback_lead
 
         # Only the best few articles (the shortlist) can reach the answer; retrieval kept
         # their candidates only. Check those against the database.
         shortlist = list(dict.fromkeys(c.chunk.article_id for c in candidates))
+        if lead is not None and lead.chunk.article_id not in shortlist:
+            shortlist.append(lead.chunk.article_id)
         infos = self._as_indexed(self._served_infos(shortlist), candidates)
         self._version_texts({(i.article_id, i.version, i.content_sha256)
                              for i in infos.values()})
         valid = [c for c in candidates
                  if self._valid(c, infos.get(c.chunk.article_id), q.audience)]
-        self._decide(policy, result, valid, infos, redacted, top_k, q.text)
+        if lead is not None:
+            info = infos.get(lead.chunk.article_id)
+            if not self._current(lead.chunk, info, q.audience) or self._servable(lead.chunk,
+                                                                                 info):
+                lead = None  # not what the database serves this caller now
+        self._decide(policy, result, valid, infos, redacted, top_k, q.text, lead=lead)
         result.latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         self._audit.submit(dict(
             id=query_id, at=self.clock(), caller=q.caller, audience=q.audience, locale=locale,
@@ -395,10 +426,12 @@ class Assistant:
         infos = self._served_infos(articles)
         self._version_texts({(i.article_id, i.version, i.content_sha256)
                              for i in infos.values()})
-        chunks = {cid: c for cid, c in found.items()
-                  if self._valid(Candidate(c, None, None, 0.0), infos.get(c.article_id),
-                                 q.audience)}
+        current = {cid: c for cid, c in found.items()
+                   if self._current(c, infos.get(c.article_id), q.audience)}
+        chunks = {cid: c for cid, c in current.items()
+                  if self._servable(c, infos.get(c.article_id))}
         return Evidence(dense=dense, lexical=lexical, chunks=chunks,
+                        unservable={cid: c for cid, c in current.items() if cid not in chunks},
                         coverage={cid: self.index.coverage(q.text, cid) for cid in chunks},
                         article_coverage={cid: self.index.article_coverage(q.text, cid)
                                           for cid in chunks},
@@ -407,14 +440,15 @@ class Assistant:
     def _candidates(self, policy: Policy, text: str, vector: Any, views: tuple[str, ...],
                     locale: str, tags: frozenset[str], *,
                     dense: list[tuple[str, float]] | None = None,
-                    lexical: list[tuple[str, float]] | None = None) -> list[Candidate]:
-        return retrieve(self.index, question=text, vector=vector, views=views, locale=locale,
-                        settings=policy.retrieval, tags=tags, dense=dense, lexical=lexical,
-                        articles=SHORTLIST)
+                    lexical: list[tuple[str, float]] | None = None,
+                    ) -> tuple[list[Candidate], Candidate | None]:
+        return rank(self.index, question=text, vector=vector, views=views, locale=locale,
+                    settings=policy.retrieval, tags=tags, dense=dense, lexical=lexical,
+                    articles=SHORTLIST)
 
     def _decide(self, policy: Policy, result: AssistResult, valid: list[Candidate],
                 infos: dict[str, ServedInfo], question: str, top_k: int,
-                raw_question: str = "") -> None:
+                raw_question: str = "", *, lead: Candidate | None = None) -> None:
         cfg = self.settings.answer
         weak = policy.abstains(
             valid, coverage=lambda c: self.index.coverage(raw_question, c.chunk.id),
@@ -430,6 +464,24 @@ class Assistant:
                 "no_answer", team, question,
                 [self._passage(best, infos[best.chunk.article_id])] if best and team else [],
                 "No approved answer for this question: escalate with this handoff.")
+            return
+
+        if lacks_approved_language(lead, valid):
+            assert lead is not None
+            info = infos[lead.chunk.article_id]
+            title = info.meta.get("title", lead.chunk.title)
+            result.status = ESCALATE
+            # The handoff names the article and section, never the unservable text.
+            result.escalation = Escalation(
+                team=info.meta.get("escalate_to") or cfg.default_escalation_team,
+                reason="no_approved_language", question=question,
+                found=[{"article_id": info.article_id, "title": title,
+                        "version": info.version,
+                        "section": _section(title, lead.chunk.heading_path),
+                        "anchor": lead.chunk.anchor, "score": round(lead.score, 4)}],
+                message=f"This question is about '{title}', a high-risk policy, and its "
+                        "approved language does not answer it: escalate rather than answer "
+                        "from another article.")
             return
 
         top = valid[0]

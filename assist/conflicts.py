@@ -33,6 +33,7 @@ from assist.answer import (
     SHORTLIST,
     Assistant,
     disagreement,
+    lacks_approved_language,
     serve_order,
 )
 from assist.calibration import confidence
@@ -212,6 +213,8 @@ class Outcome:
     status: str  # answered | escalate | no_answer
     passages: tuple[Chunk, ...]
     clash: Clash | None = None  # escalate: the two statements that disagree
+    # escalate: the high-risk text that matches best, with no approved language for it
+    lead: Chunk | None = None
 
     @property
     def top(self) -> Chunk | None:
@@ -262,6 +265,9 @@ def failure(e: Expectation, outcome: Outcome) -> str | None:
         if outcome.clash is not None:
             return (f"it would be escalated as ambiguous ({outcome.clash.a.label} vs "
                     f"{outcome.clash.b.label})")
+        if outcome.lead is not None:
+            return (f"it would be escalated: it matches high-risk '{outcome.lead.article_id}' "
+                    "best, whose approved language does not answer it")
         return "it would not be answered (no approved answer)"
     top = outcome.top
     assert top is not None
@@ -304,16 +310,18 @@ class Simulation:
         cfg = self.settings.answer
         locale = locale or cfg.default_locale
         self._article_id, self._chunks = article_id, chunks
-        candidates = self._candidates(question, vector, audience, locale, article_id, chunks)
+        candidates, lead = self._candidates(question, vector, audience, locale, article_id,
+                                            chunks)
         if locale != cfg.default_locale and confidence(candidates) < cfg.min_score:
-            fallback = self._candidates(question, vector, audience, cfg.default_locale,
-                                        article_id, chunks)
+            fallback, fallback_lead = self._candidates(question, vector, audience,
+                                                       cfg.default_locale, article_id, chunks)
             if fallback:
-                candidates = fallback
-        return self._decide(question, candidates, {c.id for c in chunks})
+                candidates, lead = fallback, fallback_lead
+        return self._decide(question, candidates, {c.id for c in chunks}, lead)
 
     def _candidates(self, question: str, vector: NDArray[np.float32], audience: str,
-                    locale: str, article_id: str, chunks: Sequence[Chunk]) -> list[Candidate]:
+                    locale: str, article_id: str, chunks: Sequence[Chunk],
+                    ) -> tuple[list[Candidate], Candidate | None]:
         retrieval = self.policy.retrieval
         views = caller_views(audience, self.index.views())
         n = candidate_count(retrieval, frozenset())
@@ -334,14 +342,18 @@ class Simulation:
             lexical = [(cid, s) for cid, s in hits if not cid.startswith(f"{article_id}|")]
             lexical += [(c.id, s) for c in mine if (s := self._bm25(question, c)) > 0]
             lexical = sorted(lexical, key=lambda t: -t[1])[:n]
-        out = []
+        out: list[Candidate] = []
+        lead: Candidate | None = None
         for cid, score, d, lx in fuse(dense, lexical, retrieval):
             chunk = by_id.get(cid) or self.index.chunk(cid)
-            # As the answer path (assist.retrieve.retrieve): only what may be served.
+            # As the answer path (assist.retrieve.rank): only what may be served, and the
+            # unservable text ranked above all of it.
             if chunk is not None and chunk.servable:
                 out.append(Candidate(chunk, d, lx, score))
+            elif chunk is not None and not out and lead is None:
+                lead = Candidate(chunk, d, lx, score)
         shortlist = set(list(dict.fromkeys(c.chunk.article_id for c in out))[:SHORTLIST])
-        return [c for c in out if c.chunk.article_id in shortlist]
+        return [c for c in out if c.chunk.article_id in shortlist], lead
 
     def _statements_of(self, article_id: str) -> Sequence[Statement]:
         if article_id == self._article_id:
@@ -349,13 +361,17 @@ class Simulation:
         return self._ledger.of(article_id, generation=self.catalog.generation,
                                chunks=self.catalog.chunks)
 
-    def _decide(self, question: str, valid: list[Candidate], replaced: set[str]) -> Outcome:
+    def _decide(self, question: str, valid: list[Candidate], replaced: set[str],
+                lead: Candidate | None = None) -> Outcome:
         cfg = self.settings.answer
         if self.policy.abstains(
                 valid, coverage=lambda c: self._coverage(question, c.chunk, replaced),
                 article_coverage=lambda c: self._article_coverage(question, c.chunk, replaced),
                 lexical_ceiling=lambda: self.catalog.lexical_ceiling(self._terms(question))):
             return Outcome(NO_ANSWER, ())
+        if lacks_approved_language(lead, valid):
+            assert lead is not None
+            return Outcome(ESCALATE, (), lead=lead.chunk)
         chosen = serve_order(valid, top_k=min(EVAL_TOP_K, cfg.max_top_k),
                              min_score=cfg.min_score)
         rival = disagreement(valid, chosen, margin=cfg.ambiguity_margin, idf=self.catalog.idf,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -120,7 +121,12 @@ def candidate_count(settings: RetrievalSettings, tags: frozenset[str]) -> int:
     return settings.candidates * (4 if tags else 1)
 
 
-def retrieve(
+def retrieve(index: ChunkIndex, **kwargs: Any) -> list[Candidate]:
+    """The servable candidates of :func:`rank` (its arguments), best first."""
+    return rank(index, **kwargs)[0]
+
+
+def rank(
     index: ChunkIndex,
     *,
     question: str,
@@ -132,12 +138,16 @@ def retrieve(
     dense: list[tuple[str, float]] | None = None,
     lexical: list[tuple[str, float]] | None = None,
     articles: int | None = None,
-) -> list[Candidate]:
-    """Servable candidates from the caller's views in one locale, best first.
+) -> tuple[list[Candidate], Candidate | None]:
+    """(servable candidates from the caller's views in one locale, best first; the *lead*).
 
-    ``dense`` / ``lexical``: hits already found (:meth:`ChunkIndex.search`,
-    :meth:`ChunkIndex.lexical`), else queried here. ``articles``: only the candidates of
-    the best that many articles (the answer path's shortlist)."""
+    The lead is the candidate ranked above every servable one when its chunk may never be
+    served (the plain text of a ``risk: high`` article), else None: the question's best
+    match is high-risk text with no approved language (see
+    :func:`assist.answer.lacks_approved_language`). ``dense`` / ``lexical``: hits already
+    found (:meth:`ChunkIndex.search`, :meth:`ChunkIndex.lexical`), else queried here.
+    ``articles``: only the candidates of the best that many articles (the answer path's
+    shortlist)."""
     n = candidate_count(settings, tags)
     if settings.fusion == "dense":
         lexical = []
@@ -147,18 +157,23 @@ def retrieve(
         dense = []
     elif dense is None:
         dense = index.dense(vector, views=views, locale=locale, n=n)
-    out = []
+    out: list[Candidate] = []
+    lead: Candidate | None = None
     seen: set[str] = set()
     cat = index.catalog()
     for cid, score, d, lx in fuse(dense, lexical, settings):
         chunk = index.chunk(cid, cat)
+        if chunk is None or (tags and not tags & set(chunk.tags)):
+            continue
         # Unservable text (a high-risk article's plain text) has lifted its article's
         # blocks in the fusion; it goes here, before confidence, shortlist or decision.
-        if chunk is None or not chunk.servable or (tags and not tags & set(chunk.tags)):
+        if not chunk.servable:
+            if not out and lead is None:
+                lead = Candidate(chunk, d, lx, score)
             continue
         if articles is not None and chunk.article_id not in seen:
             if len(seen) >= articles:
                 continue
             seen.add(chunk.article_id)
         out.append(Candidate(chunk, d, lx, score))
-    return out
+    return out, lead

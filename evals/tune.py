@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from assist.answer import Assistant, Evidence, Question, serve_order
+from assist.answer import Assistant, Evidence, Question, lacks_approved_language, serve_order
 from assist.calibration import (
     SIGNALS,
     TUNABLE_FUSIONS,
@@ -104,10 +104,23 @@ def observe(assistant: Assistant, suite: Suite, *, default_audience: str,
 
 def ranked(ev: Evidence, retrieval: RetrievalSettings) -> list[Candidate]:
     """The servable candidates in the order the answer path would rank them."""
+    return ranked_with_lead(ev, retrieval)[0]
+
+
+def ranked_with_lead(ev: Evidence, retrieval: RetrievalSettings,
+                     ) -> tuple[list[Candidate], Candidate | None]:
+    """:func:`ranked`, and the unservable hit ranked above every servable one, if any (as
+    :func:`assist.retrieve.rank`)."""
     dense = [] if retrieval.fusion == "lexical" else ev.dense
     lexical = [] if retrieval.fusion == "dense" else ev.lexical
-    return [Candidate(ev.chunks[cid], d, lx, score)
-            for cid, score, d, lx in fuse(dense, lexical, retrieval) if cid in ev.chunks]
+    out: list[Candidate] = []
+    lead: Candidate | None = None
+    for cid, score, d, lx in fuse(dense, lexical, retrieval):
+        if cid in ev.chunks:
+            out.append(Candidate(ev.chunks[cid], d, lx, score))
+        elif cid in ev.unservable and not out and lead is None:
+            lead = Candidate(ev.unservable[cid], d, lx, score)
+    return out, lead
 
 
 def evidence_signals(ev: Evidence, valid: Sequence[Candidate]) -> dict[str, float]:
@@ -121,11 +134,11 @@ def outcome(o: Observed, policy: Policy, *, decide: bool = True) -> CaseResult:
     """The case's result under ``policy`` (``decide=False``: never abstain, to score the
     ranking alone)."""
     ev = o.evidence
-    valid = ranked(ev, policy.retrieval)
-    abstain = decide and policy.abstains(
+    valid, lead = ranked_with_lead(ev, policy.retrieval)
+    abstain = decide and (policy.abstains(
         valid, coverage=lambda c: ev.coverage.get(c.chunk.id, 0.0),
         article_coverage=lambda c: ev.article_coverage.get(c.chunk.id, 0.0),
-        lexical_ceiling=lambda: ev.lexical_ceiling)
+        lexical_ceiling=lambda: ev.lexical_ceiling) or lacks_approved_language(lead, valid))
     served = [] if abstain or not valid else serve_order(
         valid, top_k=min(EVAL_TOP_K, policy.answer.max_top_k),
         min_score=policy.answer.min_score)

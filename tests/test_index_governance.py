@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
 from api.cli import app as cli_app
@@ -420,3 +420,88 @@ def test_retrieval_keeps_only_the_shortlisted_articles_in_order(kb: dict[str, An
         cut = retrieve(a.index, **args, articles=n)
         assert [c.chunk.id for c in cut] == [c.chunk.id for c in full
                                              if c.chunk.article_id in order[:n]]
+
+
+REVERSAL_PLAIN = ("When a customer's bank reverses a card payment the customer disputed with "
+                  "the bank, the payment is taken back and the account goes into arrears.")
+
+
+def _write_high_risk(kb: dict[str, Any], article_id: str, title: str, plain: str) -> None:
+    write_article(kb["content"], article_id, risk="high", title=title,
+                  audience=["internal", "vendors"], escalate_to="disputes-team",
+                  body=f"# {title}\n## What happens\n{plain}\n")
+
+
+def _add_reversals(kb: dict[str, Any], *, article_id: str, title: str, plain: str) -> None:
+    """A high-risk article with no approved language, and a low-risk one about card
+    payments next to it."""
+    _write_high_risk(kb, article_id, title, plain)
+    write_article(kb["content"], "card-payments", title="Card payments",
+                  audience=["internal", "vendors"], owner="billing",
+                  body="# Card payments\n## Taking card payments\nWe take a customer's card "
+                       "payment on the first of each month; the customer can change the "
+                       "card in the app.\n")
+    _sync(kb)
+    with Session(kb["engine"], expire_on_commit=False) as s:
+        governance.approve_all(s, approver="lead")
+    _refresh(kb)
+
+
+@pytest.mark.slow
+def test_a_question_that_matches_high_risk_text_best_escalates_without_approved_language(
+        kb: dict[str, Any]) -> None:
+    """The best match is a high-risk article's plain text (never served) and the answer
+    would come from another article: the answer path escalates to that article's team
+    (``no_approved_language``) instead of answering from the neighbour. The handoff names
+    the article and never quotes the plain text. `kb eval tune` scores it the same way."""
+    from evals.suites import Case, Suite
+    from evals.tune import observe, outcome
+
+    _add_reversals(kb, article_id="bank-reversals", title="Bank reversals",
+                   plain=REVERSAL_PLAIN)
+    a = kb["assistant"]
+    question = "the customer's bank reversed a card payment they disputed, what happens now?"
+    for who in ("vendor:acme", "internal"):
+        r = _ask(a, question, audience=who)
+        assert r.status == "escalate" and r.escalation is not None, r.passages
+        assert r.escalation.reason == "no_approved_language"
+        assert r.escalation.team == "disputes-team"
+        assert [f["article_id"] for f in r.escalation.found] == ["bank-reversals"]
+        assert r.passages == [] and "arrears" not in repr(r.escalation)
+    # A question the neighbour's own text answers is still answered from it.
+    r = _ask(a, "can the customer change the card we take payments from in the app?")
+    assert r.status == "answered" and r.passages[0].citation.article_id == "card-payments"
+
+    case = Case(id="c1", question=question, articles=("card-payments",), section=None,
+                contains=(), answerable=True, audience=None, group=None, locale=None)
+    suite = Suite(name="s", path=Path("s.yaml"), cases=(case,), sha256="0" * 64)
+    (seen,) = observe(a, suite, default_audience="internal")
+    assert any(c.article_id == "bank-reversals" for c in seen.evidence.unservable.values())
+    assert outcome(seen, a.policy).status != "answered"
+
+
+@pytest.mark.slow
+def test_the_approval_check_sees_a_case_escalate_for_want_of_approved_language(
+        kb: dict[str, Any]) -> None:
+    """Approving high-risk text that becomes a question's best match, with no approved
+    language for it, stops that question being answered: the approval check says so."""
+    from assist.conflicts import Expectation, broken_expectations, indexed_chunks
+
+    _add_reversals(kb, article_id="disputes-desk", title="Disputes desk",
+                   plain="The disputes desk works on weekdays from nine to five.")
+    a = kb["assistant"]
+    question = "the customer's bank reversed a card payment they disputed, what happens now?"
+    today = _ask(a, question)
+    assert today.status == "answered", today.escalation  # from card-payments
+    assert today.passages[0].citation.article_id == "card-payments"
+    _write_high_risk(kb, "disputes-desk", "Disputes desk", REVERSAL_PLAIN)
+    _sync(kb)
+    with Session(kb["engine"]) as s:
+        versions = s.exec(select(ArticleVersion).where(
+            ArticleVersion.article_id == "disputes-desk")
+            .order_by(col(ArticleVersion.number))).all()
+        old, new = (indexed_chunks(a, v) for v in versions)
+    found = broken_expectations(
+        a, article_id="disputes-desk", old=old, new=new,
+        expectations=[Expectation(id="c1", question=question, articles=("card-payments",))])
+    assert len(found) == 1 and "high-risk 'disputes-desk'" in found[0].message
