@@ -6,9 +6,11 @@ Items, in order of urgency class (then oldest first):
 2. open ``flag`` s from agents (with the query, the served span and the reason);
 3. ``stale`` low/medium-risk articles (served with a warning);
 4. ``pending`` versions awaiting approval;
-5. content ``gap`` s: questions that ended in ``no_answer`` or whose answer an agent flagged
-   as wrong or missing, grouped by meaning (or wording), each with its size (``flagged``:
-   how many of them were flags), examples and nearest article;
+5. content ``gap`` s: questions that ended in ``no_answer``, or escalated because a high-risk
+   article has no approved language for them (``no_approved_language``, on that article's
+   team's desk), or whose answer an agent flagged as wrong or missing, grouped by meaning
+   (or wording), each with its size (``flagged``: how many of them were flags), examples
+   and nearest article;
 6. articles ``due_soon`` (within 14 days).
 """
 
@@ -19,7 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, or_, select
 
 from kb.governance import statuses
 from kb.models import ArticleVersion, Flag, QueryLog, utcnow
@@ -102,10 +104,13 @@ def review_queue(
             "question": redact(question),
             "span": {"start": flag.start, "end": flag.end, "text": span},
             "created_at": flag.created_at.isoformat(), "age_days": _days(now, flag.created_at)}))
-    # A gap: a question with no answer, or whose answer an agent flagged as wrong or missing.
+    # A gap: a question with no answer (or no approved language to answer it with), or
+    # whose answer an agent flagged as wrong or missing.
     demand: list[tuple[QueryLog, str, bool]] = [
         (q, q.escalate_to or "support-tier2", False)
-        for q in session.exec(select(QueryLog).where(QueryLog.status == "no_answer")).all()]
+        for q in session.exec(select(QueryLog).where(or_(
+            QueryLog.status == "no_answer",
+            QueryLog.reason == "no_approved_language"))).all()]
     seen = {q.id for q, _, _ in demand}
     for q, owner in session.exec(
         select(QueryLog, Flag.owner).join(Flag, col(Flag.query_id) == col(QueryLog.id))

@@ -468,6 +468,12 @@ def test_a_question_that_matches_high_risk_text_best_escalates_without_approved_
         assert r.escalation.team == "disputes-team"
         assert [f["article_id"] for f in r.escalation.found] == ["bank-reversals"]
         assert r.passages == [] and "arrears" not in repr(r.escalation)
+    # The question lands on the article's team's desk as a gap in approved language.
+    from kb.queue import review_queue
+
+    with Session(kb["engine"]) as s:
+        gaps = [i for i in review_queue(s, teams=["disputes-team"]) if i["kind"] == "gap"]
+    assert [g["question"] for g in gaps] == [question]
     # A question the neighbour's own text answers is still answered from it.
     r = _ask(a, "can the customer change the card we take payments from in the app?")
     assert r.status == "answered" and r.passages[0].citation.article_id == "card-payments"
