@@ -42,7 +42,7 @@ from kb.audience import caller_views, visible
 from kb.clock import Clock, system_clock
 from kb.governance import ServedInfo, governance_tick, served_info
 from kb.models import ArticleVersion
-from kb.settings import Settings
+from kb.settings import AnswerSettings, Settings
 
 ANSWERED, ESCALATE, NO_ANSWER = "answered", "escalate", "no_answer"
 SHORTLIST = 15  # distinct articles re-checked against the database per question
@@ -143,13 +143,15 @@ def _section(title: str, heading_path: Sequence[str]) -> list[str]:
     return section if section and section[0] == title else [title, *section]
 
 
-def lacks_approved_language(lead: Candidate | None, valid: Sequence[Candidate]) -> bool:
+def lacks_approved_language(lead: Candidate | None, valid: Sequence[Candidate],
+                            answer: AnswerSettings) -> bool:
     """The question's best match is the plain text of a ``risk: high`` article (``lead``:
     indexed to find the article, never served), and the answer would come from another
     article. High-risk topics are answered only in approved policy language: this one has
     none for the question, so it escalates (``no_approved_language``) instead of serving
-    a neighbouring article's text."""
-    return (lead is not None and bool(valid)
+    a neighbouring article's text (unless ``answer.escalate_without_approved_language`` is
+    off)."""
+    return (answer.escalate_without_approved_language and lead is not None and bool(valid)
             and valid[0].chunk.article_id != lead.chunk.article_id)
 
 
@@ -466,7 +468,7 @@ class Assistant:
                 "No approved answer for this question: escalate with this handoff.")
             return
 
-        if lacks_approved_language(lead, valid):
+        if lacks_approved_language(lead, valid, cfg):
             assert lead is not None
             info = infos[lead.chunk.article_id]
             title = info.meta.get("title", lead.chunk.title)

@@ -369,7 +369,7 @@ class Simulation:
                 article_coverage=lambda c: self._article_coverage(question, c.chunk, replaced),
                 lexical_ceiling=lambda: self.catalog.lexical_ceiling(self._terms(question))):
             return Outcome(NO_ANSWER, ())
-        if lacks_approved_language(lead, valid):
+        if lacks_approved_language(lead, valid, cfg):
             assert lead is not None
             return Outcome(ESCALATE, (), lead=lead.chunk)
         chosen = serve_order(valid, top_k=min(EVAL_TOP_K, cfg.max_top_k),

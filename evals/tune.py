@@ -138,7 +138,8 @@ def outcome(o: Observed, policy: Policy, *, decide: bool = True) -> CaseResult:
     abstain = decide and (policy.abstains(
         valid, coverage=lambda c: ev.coverage.get(c.chunk.id, 0.0),
         article_coverage=lambda c: ev.article_coverage.get(c.chunk.id, 0.0),
-        lexical_ceiling=lambda: ev.lexical_ceiling) or lacks_approved_language(lead, valid))
+        lexical_ceiling=lambda: ev.lexical_ceiling)
+        or lacks_approved_language(lead, valid, policy.answer))
     served = [] if abstain or not valid else serve_order(
         valid, top_k=min(EVAL_TOP_K, policy.answer.max_top_k),
         min_score=policy.answer.min_score)

@@ -134,6 +134,11 @@ class AnswerSettings(BaseModel):
         description="Escalate instead of serving a stale high-risk article.")
     warn_stale: bool = Field(
         default=True, description="Serve stale low/medium-risk text with a `stale` warning.")
+    escalate_without_approved_language: bool = Field(
+        default=True,
+        description="Escalate (`no_approved_language`) when a question matches a high-risk "
+                    "article's plain text best and the answer would come from another "
+                    "article; off: answer from that article.")
     default_escalation_team: str = Field(
         default="support-tier2",
         description="Handoff team when the best-matching article names no `escalate_to`.")

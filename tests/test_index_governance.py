@@ -468,6 +468,11 @@ def test_a_question_that_matches_high_risk_text_best_escalates_without_approved_
         assert r.escalation.team == "disputes-team"
         assert [f["article_id"] for f in r.escalation.found] == ["bank-reversals"]
         assert r.passages == [] and "arrears" not in repr(r.escalation)
+    # Switched off, the neighbour answers.
+    answer = a.settings.answer.model_copy(update={"escalate_without_approved_language": False})
+    off = make_assistant(a.settings.model_copy(update={"answer": answer}), kb["engine"], a.index)
+    r = _ask(off, question)
+    assert r.status == "answered" and r.passages[0].citation.article_id == "card-payments"
     # The question lands on the article's team's desk as a gap in approved language.
     from kb.queue import review_queue
 
