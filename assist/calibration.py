@@ -131,13 +131,15 @@ def fit_logistic(x: NDArray[np.float64], y: NDArray[np.float64], *,
     return beta[:-1], float(beta[-1])
 
 
-def operating_threshold(answerable_logits: Sequence[float], max_false_abstention: float) -> float:
+def operating_threshold(answerable_logits: Sequence[float], max_false_abstention: float, *,
+                        spent: int = 0) -> float:
     """The highest threshold that abstains on at most ``max_false_abstention`` of these
-    answerable questions (abstain when the logit is below it)."""
+    answerable questions (abstain when the logit is below it). ``spent``: further answerable
+    questions that escalate anyway, by another rule (they count against the same budget)."""
     ranked = sorted(answerable_logits)
     if not ranked:
         return -math.inf
-    allowed = math.floor(max_false_abstention * len(ranked) + 1e-9)
+    allowed = math.floor(max_false_abstention * (len(ranked) + spent) + 1e-9) - spent
     if allowed <= 0:
         return ranked[0]  # abstain on none of them: the lowest logit still answers
     if allowed >= len(ranked):
@@ -170,21 +172,25 @@ def out_of_fold_logits(rows: Sequence[Mapping[str, float]], answerable: Sequence
     if k < 2:
         return None
     fold = {i: j % k for members in (pos, neg) for j, i in enumerate(members)}
-    logits: list[float] = []
+    logits: dict[int, float] = {}
     for f in range(k):
         train = [i for i in range(len(rows)) if fold[i] != f]
         model = _standardised_fit([rows[i] for i in train], [answerable[i] for i in train],
                                   features)
-        logits += [model.logit(rows[i]) for i in pos if fold[i] == f]
-    return logits
+        logits.update((i, model.logit(rows[i])) for i in pos if fold[i] == f)
+    return [logits[i] for i in pos]
 
 
 def fit_abstention(rows: Sequence[Mapping[str, float]], answerable: Sequence[bool], *,
                    max_false_abstention: float,
                    features: Sequence[str] = SIGNALS,
-                   cross_fit: int = 5) -> AbstentionModel:
+                   cross_fit: int = 5,
+                   escalated: Sequence[bool] | None = None) -> AbstentionModel:
     """Fit the model on questions' signals and whether each is answerable, with the
-    threshold at the operating point.
+    threshold at the operating point. ``escalated``: questions another rule escalates
+    whatever the model says (``no_approved_language``); the answerable ones among them
+    count against ``max_false_abstention``, so the operating point holds for all
+    escalations together.
 
     The threshold is read off out-of-fold logits (``cross_fit`` folds: each answerable
     question scored by a model that did not see it), not off the fitted model's own
@@ -196,8 +202,12 @@ def fit_abstention(rows: Sequence[Mapping[str, float]], answerable: Sequence[boo
                                 folds=cross_fit) if cross_fit >= 2 else None
     if logits is None:
         logits = [model.logit(r) for r, a in zip(rows, answerable, strict=True) if a]
+    # ``logits`` are the answerable rows', in order.
+    flags = [e for e, a in zip(escalated or [False] * len(rows), answerable, strict=True) if a]
+    open_logits = [lg for lg, e in zip(logits, flags, strict=True) if not e]
+    threshold = operating_threshold(open_logits, max_false_abstention, spent=sum(flags))
     return AbstentionModel(model.features, model.mean, model.scale, model.weights, model.bias,
-                           threshold=operating_threshold(logits, max_false_abstention))
+                           threshold=threshold)
 
 
 TUNABLE_FUSIONS = ("weighted", "article")

@@ -198,8 +198,13 @@ def fit(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSett
         notes.append(f"abstention keeps the shipped thresholds: fitting it needs at least "
                      f"{MIN_CLASS} answerable and {MIN_CLASS} unanswerable cases")
         return best, notes
-    rows = [evidence_signals(o.evidence, ranked(o.evidence, best.retrieval)) for o in seen]
-    model = fit_abstention(rows, labels, max_false_abstention=max_false_abstention)
+    rows, escalated = [], []
+    for o in seen:
+        valid, lead = ranked_with_lead(o.evidence, best.retrieval)
+        rows.append(evidence_signals(o.evidence, valid))
+        escalated.append(lacks_approved_language(lead, valid, answer))
+    model = fit_abstention(rows, labels, max_false_abstention=max_false_abstention,
+                           escalated=escalated)
     return Policy(best.retrieval, answer, abstention=model), notes
 
 

@@ -98,6 +98,31 @@ def test_the_threshold_is_the_operating_point() -> None:
     assert sum(x < operating_threshold(logits[:10], 0.05) for x in logits[:10]) == 0
 
 
+def test_escalations_by_another_rule_spend_the_same_budget() -> None:
+    """Answerable questions another rule escalates anyway (no_approved_language) count
+    against the operating point: the model abstains on fewer, never on more than is left."""
+    logits = [float(x) for x in range(95)]
+    assert sum(x < operating_threshold(logits, 0.05, spent=0) for x in logits) == 4
+    assert sum(x < operating_threshold(logits, 0.05, spent=1) for x in logits) == 3
+    assert sum(x < operating_threshold(logits, 0.05, spent=2) for x in logits) == 2
+    assert sum(x < operating_threshold(logits, 0.05, spent=5) for x in logits) == 0
+    assert sum(x < operating_threshold(logits, 0.05, spent=9) for x in logits) == 0
+
+    rows, labels = _rows(400, np.random.default_rng(11), planted=True)
+    answerable = [i for i, a in enumerate(labels) if a]
+    budget = int(0.05 * len(answerable))
+    # The lowest-coverage answerable questions would be the model's false abstentions;
+    # the rule already escalates half the budget's worth of others.
+    flagged = set(sorted(answerable, key=lambda i: -rows[i]["coverage"])[:budget // 2])
+    escalated = [i in flagged for i in range(len(rows))]
+    free = fit_abstention(rows, labels, max_false_abstention=0.05)
+    spent = fit_abstention(rows, labels, max_false_abstention=0.05, escalated=escalated)
+    on = [i for i in answerable if i not in flagged]
+    model_false = sum(spent.abstains(rows[i]) for i in on)
+    assert model_false + len(flagged) <= budget + 1  # out-of-fold logits: within one case
+    assert model_false < sum(free.abstains(rows[i]) for i in on)
+
+
 def _noisy_rows(n: int, rng: np.random.Generator) -> tuple[list[dict[str, float]],
                                                              list[bool]]:
     """One weakly informative signal among noise, as real suites look."""
