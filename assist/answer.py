@@ -239,16 +239,21 @@ class Assistant:
     def _served_infos(self, article_ids: list[str]) -> dict[str, ServedInfo]:
         """What the database serves now for these articles (re-read only when
         :meth:`follow` saw the governance clock move, or for an article never looked up;
-        the database is asked only then)."""
-        missing = [a for a in article_ids if a not in self._served]
+        the database is asked only then).
+
+        One cache object is read and written: if the clock moves while the database is
+        asked (another request's :meth:`follow` replaced the cache), what was read before
+        that change lands in the discarded cache, never in the new one."""
+        cache = self._served
+        missing = [a for a in article_ids if a not in cache]
         if missing:
             with self.engine.connect() as conn, Session(bind=conn) as session:
                 found = served_info(session, article_ids=missing, now=self.clock())
             for a in missing:
-                self._served[a] = found.get(a)
+                cache[a] = found.get(a)
         now = self.clock()
         return {a: info.at(now) for a in article_ids
-                if (info := self._served.get(a)) is not None}
+                if (info := cache.get(a)) is not None}
 
     def _as_indexed(self, infos: dict[str, ServedInfo],
                     candidates: list[Candidate]) -> dict[str, ServedInfo]:
@@ -311,6 +316,29 @@ class Assistant:
         return info is not None and chunk.servable and servable(
             risk=stored_risk(info.meta), approved=chunk.approved)
 
+    def _lead(self, unservable: list[tuple[int, Candidate]], candidates: list[Candidate],
+              valid: list[Candidate], infos: dict[str, ServedInfo],
+              audience: str) -> Candidate | None:
+        """The unservable candidate that ranks above every valid one, if the database
+        serves it to this caller now (its facts are added to ``infos``), else None: the
+        first hit the database lets this caller see, when it may not be served. As
+        ``kb eval tune`` reads it (:func:`evals.tune.ranked_with_lead`)."""
+        if not valid:
+            return None  # nothing would be served: the rule has nothing to hold back
+        first = candidates.index(valid[0])
+        for above, u in unservable:
+            if above > first:
+                break
+            article_id = u.chunk.article_id
+            info = self._as_indexed(self._served_infos([article_id]), [u]).get(article_id)
+            if info is not None:
+                self._version_texts({(info.article_id, info.version, info.content_sha256)})
+            if self._current(u.chunk, info, audience) and not self._servable(u.chunk, info):
+                assert info is not None
+                infos[article_id] = info
+                return u
+        return None
+
     def _passage(self, c: Candidate, info: ServedInfo) -> Passage:
         text = self._texts[(info.article_id, info.version, info.content_sha256)]
         body = text[c.chunk.start:c.chunk.end]
@@ -366,34 +394,28 @@ class Assistant:
         result = AssistResult(query_id=query_id, status=NO_ANSWER)
 
         policy = following.result()
-        candidates, lead = self._candidates(policy, q.text, vector, views, locale, q.tags,
-                                            dense=dense,
-                                            lexical=lexical.result() if lexical else None)
+        candidates, unservable = self._candidates(
+            policy, q.text, vector, views, locale, q.tags, dense=dense,
+            lexical=lexical.result() if lexical else None)
         if locale != cfg.default_locale and confidence(candidates) < cfg.min_score:
-            fallback, fallback_lead = self._candidates(policy, q.text, vector, views,
-                                                       cfg.default_locale, q.tags)
+            fallback, fallback_unservable = self._candidates(
+                policy, q.text, vector, views, cfg.default_locale, q.tags)
             if fallback:
                 result.warnings.append({
                     "code": "locale_fallback",
                     "message": f"no approved answer in '{locale}'; showing "
                                f"'{cfg.default_locale}' text"})
-                candidates, lead = fallback, fallback_lead
+                candidates, unservable = fallback, fallback_unservable
 
         # Only the best few articles (the shortlist) can reach the answer; retrieval kept
         # their candidates only. Check those against the database.
         shortlist = list(dict.fromkeys(c.chunk.article_id for c in candidates))
-        if lead is not None and lead.chunk.article_id not in shortlist:
-            shortlist.append(lead.chunk.article_id)
         infos = self._as_indexed(self._served_infos(shortlist), candidates)
         self._version_texts({(i.article_id, i.version, i.content_sha256)
                              for i in infos.values()})
         valid = [c for c in candidates
                  if self._valid(c, infos.get(c.chunk.article_id), q.audience)]
-        if lead is not None:
-            info = infos.get(lead.chunk.article_id)
-            if not self._current(lead.chunk, info, q.audience) or self._servable(lead.chunk,
-                                                                                 info):
-                lead = None  # not what the database serves this caller now
+        lead = self._lead(unservable, candidates, valid, infos, q.audience)
         self._decide(policy, result, valid, infos, redacted, top_k, q.text, lead=lead)
         result.latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         self._audit.submit(dict(
@@ -443,7 +465,7 @@ class Assistant:
                     locale: str, tags: frozenset[str], *,
                     dense: list[tuple[str, float]] | None = None,
                     lexical: list[tuple[str, float]] | None = None,
-                    ) -> tuple[list[Candidate], Candidate | None]:
+                    ) -> tuple[list[Candidate], list[tuple[int, Candidate]]]:
         return rank(self.index, question=text, vector=vector, views=views, locale=locale,
                     settings=policy.retrieval, tags=tags, dense=dense, lexical=lexical,
                     articles=SHORTLIST)

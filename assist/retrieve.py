@@ -138,14 +138,16 @@ def rank(
     dense: list[tuple[str, float]] | None = None,
     lexical: list[tuple[str, float]] | None = None,
     articles: int | None = None,
-) -> tuple[list[Candidate], Candidate | None]:
-    """(servable candidates from the caller's views in one locale, best first; the *lead*).
+) -> tuple[list[Candidate], list[tuple[int, Candidate]]]:
+    """(servable candidates from the caller's views in one locale, best first; the
+    unservable ones ranked among them).
 
-    The lead is the candidate ranked above every servable one when its chunk may never be
-    served (the plain text of a ``risk: high`` article), else None: the question's best
-    match is high-risk text with no approved language (see
-    :func:`assist.answer.lacks_approved_language`). ``dense`` / ``lexical``: hits already
-    found (:meth:`ChunkIndex.search`, :meth:`ChunkIndex.lexical`), else queried here.
+    Unservable candidates (the plain text of ``risk: high`` articles) are never served: each
+    comes as (how many servable candidates rank above it, candidate), so the answer path can
+    tell when the best match is high-risk text with no approved language (see
+    :func:`assist.answer.lacks_approved_language`; :meth:`assist.answer.Assistant.ask`
+    re-checks both against the database). ``dense`` / ``lexical``: hits already found
+    (:meth:`ChunkIndex.search`, :meth:`ChunkIndex.lexical`), else queried here.
     ``articles``: only the candidates of the best that many articles (the answer path's
     shortlist)."""
     n = candidate_count(settings, tags)
@@ -158,7 +160,7 @@ def rank(
     elif dense is None:
         dense = index.dense(vector, views=views, locale=locale, n=n)
     out: list[Candidate] = []
-    lead: Candidate | None = None
+    unservable: list[tuple[int, Candidate]] = []
     seen: set[str] = set()
     cat = index.catalog()
     for cid, score, d, lx in fuse(dense, lexical, settings):
@@ -168,12 +170,11 @@ def rank(
         # Unservable text (a high-risk article's plain text) has lifted its article's
         # blocks in the fusion; it goes here, before confidence, shortlist or decision.
         if not chunk.servable:
-            if not out and lead is None:
-                lead = Candidate(chunk, d, lx, score)
+            unservable.append((len(out), Candidate(chunk, d, lx, score)))
             continue
         if articles is not None and chunk.article_id not in seen:
             if len(seen) >= articles:
                 continue
             seen.add(chunk.article_id)
         out.append(Candidate(chunk, d, lx, score))
-    return out, lead
+    return out, unservable

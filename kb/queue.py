@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, and_, col, or_, select
 
 from kb.governance import statuses
 from kb.models import ArticleVersion, Flag, QueryLog, utcnow
@@ -110,7 +110,9 @@ def review_queue(
         (q, q.escalate_to or "support-tier2", False)
         for q in session.exec(select(QueryLog).where(or_(
             QueryLog.status == "no_answer",
-            QueryLog.reason == "no_approved_language"))).all()]
+            # Both terms on the indexed status column: no scan of the whole log.
+            and_(QueryLog.status == "escalate",
+                 QueryLog.reason == "no_approved_language")))).all()]
     seen = {q.id for q, _, _ in demand}
     for q, owner in session.exec(
         select(QueryLog, Flag.owner).join(Flag, col(Flag.query_id) == col(QueryLog.id))

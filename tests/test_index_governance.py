@@ -516,3 +516,87 @@ def test_the_approval_check_sees_a_case_escalate_for_want_of_approved_language(
         a, article_id="disputes-desk", old=old, new=new,
         expectations=[Expectation(id="c1", question=question, articles=("card-payments",))])
     assert len(found) == 1 and "high-risk 'disputes-desk'" in found[0].message
+
+
+@pytest.mark.slow
+def test_facts_read_before_a_retirement_never_outlive_it(
+        kb: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A question reads what the database serves while another process retires the
+    article: what it read before the retirement must not be cached for later questions."""
+    import threading
+
+    import assist.answer as answer_module
+
+    a = kb["assistant"]
+    question = "what does the light on the hub 3 router mean?"
+    assert _ask(a, question).passages[0].citation.article_id == "router-lights"
+    real = answer_module.served_info
+    reading, resume = threading.Event(), threading.Event()
+
+    def slow(session: Session, **kw: Any) -> Any:
+        out = real(session, **kw)
+        if threading.current_thread().name == "slow-question":
+            reading.set()
+            resume.wait(10)
+        return out
+
+    monkeypatch.setattr(answer_module, "served_info", slow)
+    a._served.pop("router-lights", None)  # not cached: this question asks the database
+    t = threading.Thread(target=lambda: _ask(a, question), name="slow-question")
+    t.start()
+    assert reading.wait(10)
+    with Session(kb["engine"], expire_on_commit=False) as s:
+        governance.retire(s, article_id="router-lights", by="lead")
+    a._follow_now()  # the next question sees the clock move
+    resume.set()
+    t.join()
+    for _ in range(3):
+        r = _ask(a, question)
+        assert all(p.citation.article_id != "router-lights" for p in r.passages), r.passages
+
+
+@pytest.mark.slow
+def test_the_lead_is_read_as_tune_reads_it_when_the_index_lags(kb: dict[str, Any]) -> None:
+    """A chunk the index still holds but the database no longer serves (retired, index not
+    refreshed) ranks above the high-risk text: the answer path skips it, as kb eval tune
+    does, and still escalates."""
+    from evals.suites import Case, Suite
+    from evals.tune import observe, outcome
+
+    _add_reversals(kb, article_id="bank-reversals", title="Bank reversals",
+                   plain=REVERSAL_PLAIN)
+    a = kb["assistant"]
+    question = "the customer's bank reversed a card payment they disputed, what happens now?"
+    write_article(kb["content"], "old-faq", title="Old FAQ", audience=["internal", "vendors"],
+                  owner="billing", body="# Old FAQ\n## Reversed card payments\nWhen the "
+                  "customer's bank reversed a card payment they disputed, what happens now: "
+                  + REVERSAL_PLAIN + "\n")
+    _sync(kb)
+    _approve(kb, "old-faq")
+    _refresh(kb)
+    assert _ask(a, question, audience="internal").passages[0].citation.article_id == "old-faq"
+    with Session(kb["engine"], expire_on_commit=False) as s:
+        governance.retire(s, article_id="old-faq", by="lead")  # the index still holds it
+    r = _ask(a, question, audience="internal")
+    case = Case(id="c1", question=question, articles=("card-payments",), section=None,
+                contains=(), answerable=True, audience="internal", group=None, locale=None)
+    suite = Suite(name="s", path=Path("s.yaml"), cases=(case,), sha256="0" * 64)
+    (seen,) = observe(a, suite, default_audience="internal")
+    assert r.escalation is not None and r.escalation.reason == "no_approved_language"
+    assert outcome(seen, a.policy).status != "answered"
+
+
+@pytest.mark.slow
+def test_the_lead_holds_while_the_index_catches_up_with_its_new_version(
+        kb: dict[str, Any]) -> None:
+    """Within max_lag_seconds of approving a new version of the high-risk article, the
+    indexed previous version still counts (as for servable text): no neighbour answers."""
+    _add_reversals(kb, article_id="bank-reversals", title="Bank reversals",
+                   plain=REVERSAL_PLAIN)
+    a = kb["assistant"]
+    question = "the customer's bank reversed a card payment they disputed, what happens now?"
+    _write_high_risk(kb, "bank-reversals", "Bank reversals", REVERSAL_PLAIN + " Tell them.")
+    _sync(kb)
+    _approve(kb, "bank-reversals")  # not indexed yet
+    r = _ask(a, question)
+    assert r.escalation is not None and r.escalation.reason == "no_approved_language"
