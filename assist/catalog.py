@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import bm25s
 import numpy as np
@@ -46,28 +47,41 @@ def _one_edit(a: str, b: str) -> bool:
 
 
 # Irregular plurals the stemmer leaves apart from their singular ("children" stems to
-# "children", "child" to "child").
+# "children", "child" to "child"). Not "lives" (also the verb) or "analyses" (also "he
+# analyses", which the spelling rules read as "analyzes").
 _IRREGULAR = {
     "children": "child", "men": "man", "women": "woman",
-    "feet": "foot", "teeth": "tooth", "mice": "mouse", "geese": "goose", "lives": "life",
+    "feet": "foot", "teeth": "tooth", "mice": "mouse", "geese": "goose",
     "wives": "wife", "knives": "knife", "halves": "half", "shelves": "shelf",
-    "thieves": "thief", "analyses": "analysis", "diagnoses": "diagnosis",
-    "crises": "crisis", "theses": "thesis", "hypotheses": "hypothesis",
+    "thieves": "thief", "crises": "crisis", "theses": "thesis", "hypotheses": "hypothesis",
     "criteria": "criterion", "phenomena": "phenomenon", "indices": "index",
     "appendices": "appendix", "matrices": "matrix", "vertices": "vertex",
 }
+# Verbs spelt -ise in British and -ize in American English. A list, not a rule: American
+# English also writes advise, revise, supervise, surprise, promise, exercise..., and
+# rewriting those would part "revised" from "revision".
+_IZE_ROOTS = (
+    "apolog|author|capital|categor|central|character|civil|computer|critic|custom|digit|"
+    "emphas|energ|final|general|global|harmon|hospital|individual|initial|item|legal|local|"
+    "maxim|memor|minim|mobil|modern|monet|normal|optim|organ|penal|personal|polar|popular|"
+    "priorit|real|recogn|regular|sanit|serial|special|stabil|standard|steril|subsid|summar|"
+    "symbol|synchron|util|visual")
+# Every ending of one word family is rewritten, so a family is joined whole or left alone.
+_FAMILY = "e|es|ed|ing|er|ers|ation|ations|ational|able|ably|ability"
 # British and American spellings of one word read alike. Each rule rewrites a word only
-# when enough letters precede the changed part ("hour", "four", "size", "prize" stay),
-# and questions and passages are rewritten the same way, so a rule can only join words.
-_SPELLING = (
-    (re.compile(r"^(\w{3,})our(s|ed|ing|ite|ites|able|ably|er|ers|ful|less)?$"), r"\1or\2"),
-    (re.compile(r"^(\w{3,})is(e|es|ed|ing|er|ers|ation|ations|ational)$"), r"\1iz\2"),
-    (re.compile(r"^(\w{2,})ys(e|es|ed|ing|er|ers)$"), r"\1yz\2"),
-    (re.compile(r"^(lic|def|off|pret)enc(e|es)$"), r"\1ens\2"),
+# when enough letters precede the changed part ("hour", "four", "flour" stay), and
+# questions and passages are rewritten the same way, so a rule can only join words.
+_SPELLING: tuple[tuple[re.Pattern[str], Any], ...] = (
+    (re.compile(r"^(\w{3,})our(s|ed|ing|ite|ites|able|ably|er|ers|ful|less|al|ally|ist|ists)?$"),
+     r"\1or\2"),
+    (re.compile(rf"^({_IZE_ROOTS})is({_FAMILY})$"), r"\1iz\2"),
+    (re.compile(rf"^(\w{{2,}})ys({_FAMILY})$"), r"\1yz\2"),
+    (re.compile(r"^(lic|def|off|pret)enc(e|es|ed|ing)$"), r"\1ens\2"),
     (re.compile(r"^(cent|theat|lit|fib|kilomet|centimet|millimet)r(e|es|ed|ing)$"),
      lambda m: m.group(1) + {"e": "er", "es": "ers", "ed": "ered", "ing": "ering"}[m.group(2)]),
-    (re.compile(r"^(catal|dial|anal|prol|epil|monol)ogue(s)?$"), r"\1og\2"),
-    (re.compile(r"^programme(s|d)?$"), r"program\1"),
+    (re.compile(r"^(catal|dial|anal|prol|epil|monol)ogu(e|es|ed|ing|er|ers)$"),
+     lambda m: m.group(1) + "og" + {"e": "", "es": "s"}.get(m.group(2), m.group(2))),
+    (re.compile(r"^programme(s)?$"), r"program\1"),
 )
 
 

@@ -37,6 +37,21 @@ def test_short_and_unrelated_words_are_left_alone() -> None:
     assert tok("people") != tok("personal")  # never joined through a shared stem
 
 
+def test_word_families_stay_whole() -> None:
+    """A rule rewrites a whole word family or none of it: American English also writes
+    "revise" and "supervise", and "lives" is also a verb."""
+    tok = LexicalTokenizer()
+    for a, b in [("revised", "revision"), ("supervised", "supervision"),
+                 ("precise", "precision"), ("advertised", "advertisement"),
+                 ("recognisable", "recognizable"), ("customisable", "customizable"),
+                 ("lives", "living"), ("programmed", "program"), ("cataloguing", "cataloging"),
+                 ("behavioural", "behavioral"), ("licenced", "licensed"),
+                 ("analyses", "analyzes")]:
+        assert tok(a) == tok(b), (a, b)
+    for a, b in [("expertise", "expert"), ("paradise", "parade")]:
+        assert tok(a) != tok(b), (a, b)
+
+
 def test_a_question_in_other_forms_finds_and_covers_the_passage() -> None:
     cat = _catalog("How to keep a child at a healthy weight: colour-coded meal plans.",
                    "Router lights and what they mean.")
