@@ -143,6 +143,13 @@ def _section(title: str, heading_path: Sequence[str]) -> list[str]:
     return section if section and section[0] == title else [title, *section]
 
 
+def _found_entry(article_id: str, title: str, version: int, section: list[str], anchor: str,
+                 score: float) -> dict[str, Any]:
+    """One article in a handoff's ``found``: where it is, never its text."""
+    return {"article_id": article_id, "title": title, "version": version, "section": section,
+            "anchor": anchor, "score": score}
+
+
 def lacks_approved_language(lead: Candidate | None, valid: Sequence[Candidate],
                             answer: AnswerSettings) -> bool:
     """The question's best match is the plain text of a ``risk: high`` article (``lead``:
@@ -359,18 +366,14 @@ class Assistant:
         )
 
     def _found(self, passages: list[Passage]) -> list[dict[str, Any]]:
-        return [
-            {"article_id": p.citation.article_id, "title": p.citation.title,
-             "version": p.citation.version, "section": p.citation.section,
-             "anchor": p.citation.anchor, "score": p.score}
-            for p in passages
-        ]
+        return [_found_entry(p.citation.article_id, p.citation.title, p.citation.version,
+                             p.citation.section, p.citation.anchor, p.score)
+                for p in passages]
 
     def _escalation(self, reason: str, team: str | None, question: str,
-                    found: list[Passage], message: str) -> Escalation:
+                    found: list[dict[str, Any]], message: str) -> Escalation:
         return Escalation(team=team or self.settings.answer.default_escalation_team,
-                          reason=reason, question=question, found=self._found(found),
-                          message=message)
+                          reason=reason, question=question, found=found, message=message)
 
     # --- the answer path ---------------------------------------------------------------
 
@@ -486,7 +489,8 @@ class Assistant:
             result.status = NO_ANSWER
             result.escalation = self._escalation(
                 "no_answer", team, question,
-                [self._passage(best, infos[best.chunk.article_id])] if best and team else [],
+                self._found([self._passage(best, infos[best.chunk.article_id])]
+                            if best and team else []),
                 "No approved answer for this question: escalate with this handoff.")
             return
 
@@ -496,16 +500,14 @@ class Assistant:
             title = info.meta.get("title", lead.chunk.title)
             result.status = ESCALATE
             # The handoff names the article and section, never the unservable text.
-            result.escalation = Escalation(
-                team=info.meta.get("escalate_to") or cfg.default_escalation_team,
-                reason="no_approved_language", question=question,
-                found=[{"article_id": info.article_id, "title": title,
-                        "version": info.version,
-                        "section": _section(title, lead.chunk.heading_path),
-                        "anchor": lead.chunk.anchor, "score": round(lead.score, 4)}],
-                message=f"This question is about '{title}', a high-risk policy, and its "
-                        "approved language does not answer it: escalate rather than answer "
-                        "from another article.")
+            result.escalation = self._escalation(
+                "no_approved_language", info.meta.get("escalate_to"), question,
+                [_found_entry(info.article_id, title, info.version,
+                              _section(title, lead.chunk.heading_path), lead.chunk.anchor,
+                              round(lead.score, 4))],
+                f"This question is about '{title}', a high-risk policy, and its approved "
+                "language does not answer it: escalate rather than answer from another "
+                "article.")
             return
 
         top = valid[0]
@@ -515,7 +517,7 @@ class Assistant:
             result.status = ESCALATE
             result.escalation = self._escalation(
                 "stale", top_info.meta.get("escalate_to"), question,
-                [self._passage(top, top_info)],
+                self._found([self._passage(top, top_info)]),
                 f"The approved policy '{top_info.meta.get('title')}' is overdue for review "
                 f"(due {top_info.freshness.due_at:%Y-%m-%d}) and is withheld: escalate.")
             return
@@ -532,7 +534,7 @@ class Assistant:
             result.status = ESCALATE
             result.escalation = self._escalation(
                 "ambiguous", a_info.meta.get("escalate_to") or top_info.meta.get("escalate_to"),
-                question, [self._passage(a, a_info), self._passage(b, b_info)],
+                question, self._found([self._passage(a, a_info), self._passage(b, b_info)]),
                 f"Two approved articles state different values for the same thing "
                 f"('{a_info.meta.get('title')}': {clash.a.label}; "
                 f"'{b_info.meta.get('title')}': {clash.b.label}): escalate rather than "

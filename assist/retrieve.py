@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -119,11 +118,6 @@ def _article_support(scored: list[tuple[str, float]], *,
 def candidate_count(settings: RetrievalSettings, tags: frozenset[str]) -> int:
     """How many hits each retriever returns (more when tags will filter some out)."""
     return settings.candidates * (4 if tags else 1)
-
-
-def retrieve(index: ChunkIndex, **kwargs: Any) -> list[Candidate]:
-    """The servable candidates of :func:`rank` (its arguments), best first."""
-    return rank(index, **kwargs)[0]
 
 
 def rank(

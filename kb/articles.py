@@ -42,7 +42,6 @@ LOCALE_RE = re.compile(r"\A(?=.{2,35}\Z)[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*\Z")
 CADENCE_RE = re.compile(r"\A([0-9]{1,6})\s*([dwmy])\Z")
 ISO_DATE_RE = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 RISKS = ("low", "medium", "high")
-
 REQUIRED = ("id", "title", "owner", "review_every")
 CADENCE_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}
 MAX_CADENCE_DAYS = 100 * 365  # parse_cadence: anything longer is a typo, and overflows dates
@@ -73,7 +72,6 @@ FIXES = {
     "last_reviewed": "write a real calendar date between 2000-01-01 and 2100-12-31 as "
                      "YYYY-MM-DD, e.g. last_reviewed: 2026-03-01",
 }
-
 _GENERIC_FIX = ("write the value out plainly: quote text, and remove explicit !!tags "
                 "(numbers at most 64 characters, no NUL or invalid characters)")
 _ALIAS_FIX = "write the value out instead of using an &anchor/*alias"

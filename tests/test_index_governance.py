@@ -406,18 +406,18 @@ def test_unservable_text_never_holds_back_the_locale_fallback(
 def test_retrieval_keeps_only_the_shortlisted_articles_in_order(kb: dict[str, Any]) -> None:
     """The answer path asks retrieval for the candidates of its shortlist only: the same
     candidates, in the same order, as the full ranking cut to its first articles."""
-    from assist.retrieve import retrieve
+    from assist.retrieve import rank
 
     a = kb["assistant"]
     question = "refund for an annual plan, router lights and the staff bonus"
     vector = a.index.embed_questions([question])[0]
     args: dict[str, Any] = dict(question=question, vector=vector, views=("internal",),
                                 locale="en", settings=a.settings.retrieval)
-    full = retrieve(a.index, **args)
+    full = rank(a.index, **args)[0]
     order = list(dict.fromkeys(c.chunk.article_id for c in full))
     assert len(order) == 3  # the cut below must drop something
     for n in (1, 2, 3):
-        cut = retrieve(a.index, **args, articles=n)
+        cut = rank(a.index, **args, articles=n)[0]
         assert [c.chunk.id for c in cut] == [c.chunk.id for c in full
                                              if c.chunk.article_id in order[:n]]
 
