@@ -329,7 +329,8 @@ class Assistant:
         """The unservable candidate that ranks above every valid one, if the database
         serves it to this caller now (its facts are added to ``infos``), else None: the
         first hit the database lets this caller see, when it may not be served. As
-        ``kb eval tune`` reads it (:func:`evals.tune.ranked_with_lead`)."""
+        ``kb eval tune`` reads it (:func:`evals.tune.ranked_with_lead`, on evidence already
+        checked against the database)."""
         if not valid:
             return None  # nothing would be served: the rule has nothing to hold back
         first = candidates.index(valid[0])

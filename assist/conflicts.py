@@ -39,7 +39,7 @@ from assist.answer import (
 from assist.calibration import confidence
 from assist.catalog import LexicalTokenizer
 from assist.chunks import Chunk, chunk_version
-from assist.retrieve import Candidate, candidate_count, fuse
+from assist.retrieve import Candidate, candidate_count, fuse, lead_of, order
 from assist.statements import (
     Clash,
     Ledger,
@@ -342,18 +342,12 @@ class Simulation:
             lexical = [(cid, s) for cid, s in hits if not cid.startswith(f"{article_id}|")]
             lexical += [(c.id, s) for c in mine if (s := self._bm25(question, c)) > 0]
             lexical = sorted(lexical, key=lambda t: -t[1])[:n]
-        out: list[Candidate] = []
-        lead: Candidate | None = None
-        for cid, score, d, lx in fuse(dense, lexical, retrieval):
-            chunk = by_id.get(cid) or self.index.chunk(cid)
-            # As the answer path (assist.retrieve.rank): only what may be served, and the
-            # unservable text ranked above all of it.
-            if chunk is not None and chunk.servable:
-                out.append(Candidate(chunk, d, lx, score))
-            elif chunk is not None and not out and lead is None:
-                lead = Candidate(chunk, d, lx, score)
-        shortlist = set(list(dict.fromkeys(c.chunk.article_id for c in out))[:SHORTLIST])
-        return [c for c in out if c.chunk.article_id in shortlist], lead
+        # As the answer path (assist.retrieve.rank): the shortlist of what may be served,
+        # and the unservable text ranked above all of it.
+        out, unservable = order(fuse(dense, lexical, retrieval),
+                                lambda cid: by_id.get(cid) or self.index.chunk(cid),
+                                articles=SHORTLIST)
+        return out, lead_of(unservable)
 
     def _statements_of(self, article_id: str) -> Sequence[Statement]:
         if article_id == self._article_id:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,17 +154,38 @@ def rank(
         dense = []
     elif dense is None:
         dense = index.dense(vector, views=views, locale=locale, n=n)
+    cat = index.catalog()
+
+    def chunk_of(cid: str) -> Chunk | None:
+        chunk = index.chunk(cid, cat)
+        return None if chunk is None or (tags and not tags & set(chunk.tags)) else chunk
+
+    return order(fuse(dense, lexical, settings), chunk_of, articles=articles)
+
+
+def order(fused: list[tuple[str, float, float | None, float | None]],
+          chunk_of: Callable[[str], Chunk | None], *, articles: int | None = None,
+          servable: Callable[[Chunk], bool] = lambda c: c.servable,
+          ) -> tuple[list[Candidate], list[tuple[int, Candidate]]]:
+    """Fused hits (:func:`fuse`) as (servable candidates, best first; the unservable ones,
+    each with how many servable candidates rank above it). One rule for the answer path
+    (:func:`rank`), ``kb eval tune`` (:func:`evals.tune.ranked_with_lead`) and the approval
+    check (:class:`assist.conflicts.Simulation`).
+
+    ``chunk_of``: the chunk a hit may be ranked as, or None to skip it (unknown, filtered
+    out, or not what the caller may see); ``servable``: whether it may be served (by
+    default the index's own rule, :attr:`assist.chunks.Chunk.servable`). Unservable text (a
+    high-risk article's plain text) has lifted its article's blocks in the fusion; it goes
+    aside here, before confidence, shortlist or decision. ``articles``: only the candidates
+    of the best that many articles (the answer path's shortlist)."""
     out: list[Candidate] = []
     unservable: list[tuple[int, Candidate]] = []
     seen: set[str] = set()
-    cat = index.catalog()
-    for cid, score, d, lx in fuse(dense, lexical, settings):
-        chunk = index.chunk(cid, cat)
-        if chunk is None or (tags and not tags & set(chunk.tags)):
+    for cid, score, d, lx in fused:
+        chunk = chunk_of(cid)
+        if chunk is None:
             continue
-        # Unservable text (a high-risk article's plain text) has lifted its article's
-        # blocks in the fusion; it goes here, before confidence, shortlist or decision.
-        if not chunk.servable:
+        if not servable(chunk):
             unservable.append((len(out), Candidate(chunk, d, lx, score)))
             continue
         if articles is not None and chunk.article_id not in seen:
@@ -172,3 +194,9 @@ def rank(
             seen.add(chunk.article_id)
         out.append(Candidate(chunk, d, lx, score))
     return out, unservable
+
+
+def lead_of(unservable: list[tuple[int, Candidate]]) -> Candidate | None:
+    """The unservable candidate ranked above every servable one, if any (from
+    :func:`order`)."""
+    return next((u for above, u in unservable if above == 0), None)

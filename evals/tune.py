@@ -41,7 +41,7 @@ from assist.calibration import (
     fit_abstention,
     signals,
 )
-from assist.retrieve import Candidate, fuse
+from assist.retrieve import Candidate, fuse, lead_of, order
 from evals.metrics import CaseResult, first_rank, section_hit, summarize
 from evals.runner import expectation
 from evals.suites import Case, Suite
@@ -109,18 +109,15 @@ def ranked(ev: Evidence, retrieval: RetrievalSettings) -> list[Candidate]:
 
 def ranked_with_lead(ev: Evidence, retrieval: RetrievalSettings,
                      ) -> tuple[list[Candidate], Candidate | None]:
-    """:func:`ranked`, and the unservable hit ranked above every servable one, if any (as
-    :func:`assist.retrieve.rank`)."""
+    """:func:`ranked`, and the unservable hit ranked above every servable one, if any (the
+    answer path's rule, :func:`assist.retrieve.order`, on what the database let this case's
+    caller see)."""
     dense = [] if retrieval.fusion == "lexical" else ev.dense
     lexical = [] if retrieval.fusion == "dense" else ev.lexical
-    out: list[Candidate] = []
-    lead: Candidate | None = None
-    for cid, score, d, lx in fuse(dense, lexical, retrieval):
-        if cid in ev.chunks:
-            out.append(Candidate(ev.chunks[cid], d, lx, score))
-        elif cid in ev.unservable and not out and lead is None:
-            lead = Candidate(ev.unservable[cid], d, lx, score)
-    return out, lead
+    valid, unservable = order(fuse(dense, lexical, retrieval),
+                              lambda cid: ev.chunks.get(cid) or ev.unservable.get(cid),
+                              servable=lambda c: c.id in ev.chunks)
+    return valid, lead_of(unservable)
 
 
 def evidence_signals(ev: Evidence, valid: Sequence[Candidate]) -> dict[str, float]:

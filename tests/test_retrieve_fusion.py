@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from assist.retrieve import fuse
+from assist.chunks import Chunk
+from assist.retrieve import fuse, lead_of, order
 from kb.settings import RetrievalSettings
 
 A, B, C = "a|1|0|10", "b|1|0|10", "c|1|0|10"
@@ -82,3 +83,32 @@ def test_article_support_never_mixes_two_versions_of_an_article() -> None:
     assert _scores(fuse([(old, 0.8), (new, 0.7)], [], settings)) == pytest.approx(
         {old: 0.8, new: 0.7})
     assert RetrievalSettings().fusion == "article"  # the shipped default
+
+
+def _chunk(article: str, start: int, *, risk: str = "low", approved: bool = False) -> Chunk:
+    return Chunk(article_id=article, version=1, content_sha256="0" * 64, start=start,
+                 end=start + 10, heading_path=(), anchor="", approved=approved, title=article,
+                 audience=("internal",), locale="en", risk=risk, tags=(), text="x" * 10)
+
+
+def test_one_order_sets_unservable_text_aside_and_cuts_the_shortlist() -> None:
+    """`order` is the rule the answer path, `kb eval tune` and the approval check share."""
+    hi_text = _chunk("hi", 0, risk="high")  # a high-risk article's plain text
+    hi_block = _chunk("hi", 20, risk="high", approved=True)
+    a1, a2, b1, c1 = _chunk("a", 0), _chunk("a", 20), _chunk("b", 0), _chunk("c", 0)
+    chunks = {c.id: c for c in (hi_text, hi_block, a1, a2, b1, c1)}
+    fused = [(c.id, 1.0 - i / 10, None, None)
+             for i, c in enumerate((hi_text, a1, hi_block, b1, a2, c1))]
+    fused.insert(1, ("gone|1|0|10", 0.95, None, None))  # unknown to the index: skipped
+    valid, unservable = order(fused, chunks.get, articles=2)
+    assert [c.chunk for c in valid] == [a1, hi_block, a2]  # 'b' and 'c' beyond 2 articles
+    assert [(above, u.chunk) for above, u in unservable] == [(0, hi_text)]
+    assert lead_of(unservable) is unservable[0][1]
+    # Below a servable passage, unservable text is no lead.
+    valid, unservable = order(fused[2:], chunks.get)
+    assert lead_of(unservable) is None
+    assert [c.chunk for c in valid] == [a1, hi_block, b1, a2, c1]
+    # The caller's own rule of what may be served (kb eval tune: what the database allows).
+    valid, unservable = order(fused, chunks.get, servable=lambda c: c.servable and c.article_id != "a")
+    assert [u.chunk for _, u in unservable] == [hi_text, a1, a2]
+    assert [above for above, _ in unservable] == [0, 0, 2]
