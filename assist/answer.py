@@ -162,6 +162,22 @@ def lacks_approved_language(lead: Candidate | None, valid: Sequence[Candidate],
             and valid[0].chunk.article_id != lead.chunk.article_id)
 
 
+def lead_would_answer(policy: Policy, lead: Candidate | None, valid: Sequence[Candidate], *,
+                      coverage: Callable[[Candidate], float],
+                      article_coverage: Callable[[Candidate], float],
+                      lexical_ceiling: Callable[[], float]) -> bool:
+    """When nothing servable is good enough to answer (``policy`` abstains on ``valid``):
+    would the ``lead`` (a high-risk article's plain text ranked above every servable
+    passage) answer, were it approved language? Then the question is that article's
+    topic, and it escalates to that article's team (``no_approved_language``) rather than
+    to no one in particular; an off-topic question whose best match is weak still ends in
+    ``no_answer``."""
+    return (policy.answer.escalate_without_approved_language and lead is not None
+            and not policy.abstains([lead, *valid], coverage=coverage,
+                                    article_coverage=article_coverage,
+                                    lexical_ceiling=lexical_ceiling))
+
+
 def disagreement(valid: Sequence[Candidate], served: Sequence[Candidate], *, margin: float,
                  idf: Mapping[str, float] | None,
                  related: Callable[[str, str], bool] = lambda a, b: a == b,
@@ -331,9 +347,7 @@ class Assistant:
         first hit the database lets this caller see, when it may not be served. As
         ``kb eval tune`` reads it (:func:`evals.tune.ranked_with_lead`, on evidence already
         checked against the database)."""
-        if not valid:
-            return None  # nothing would be served: the rule has nothing to hold back
-        first = candidates.index(valid[0])
+        first = candidates.index(valid[0]) if valid else len(candidates)
         for above, u in unservable:
             if above > first:
                 break
@@ -474,14 +488,43 @@ class Assistant:
                     settings=policy.retrieval, tags=tags, dense=dense, lexical=lexical,
                     articles=SHORTLIST)
 
+    def _lacks_approved_language(self, result: AssistResult, lead: Candidate,
+                                 info: ServedInfo, question: str) -> None:
+        """Escalate ``no_approved_language`` to the team of ``lead``'s high-risk article.
+        The handoff names the article and section, never the unservable text."""
+        title = info.meta.get("title", lead.chunk.title)
+        result.status = ESCALATE
+        result.escalation = self._escalation(
+            "no_approved_language", info.meta.get("escalate_to"), question,
+            [_found_entry(info.article_id, title, info.version,
+                          _section(title, lead.chunk.heading_path), lead.chunk.anchor,
+                          round(lead.score, 4))],
+            f"This question is about '{title}', a high-risk policy, and its approved "
+            "language does not answer it: escalate rather than answer from another "
+            "article.")
+
     def _decide(self, policy: Policy, result: AssistResult, valid: list[Candidate],
                 infos: dict[str, ServedInfo], question: str, top_k: int,
                 raw_question: str = "", *, lead: Candidate | None = None) -> None:
         cfg = self.settings.answer
-        weak = policy.abstains(
-            valid, coverage=lambda c: self.index.coverage(raw_question, c.chunk.id),
-            article_coverage=lambda c: self.index.article_coverage(raw_question, c.chunk.id),
-            lexical_ceiling=lambda: self.index.lexical_ceiling(raw_question))
+        def coverage(c: Candidate) -> float:
+            return self.index.coverage(raw_question, c.chunk.id)
+
+        def article_coverage(c: Candidate) -> float:
+            return self.index.article_coverage(raw_question, c.chunk.id)
+
+        def lexical_ceiling() -> float:
+            return self.index.lexical_ceiling(raw_question)
+
+        weak = policy.abstains(valid, coverage=coverage, article_coverage=article_coverage,
+                               lexical_ceiling=lexical_ceiling)
+        if weak and lead_would_answer(policy, lead, valid, coverage=coverage,
+                                      article_coverage=article_coverage,
+                                      lexical_ceiling=lexical_ceiling):
+            assert lead is not None
+            self._lacks_approved_language(result, lead, infos[lead.chunk.article_id],
+                                          question)
+            return
         if weak:
             best = valid[0] if valid else None
             team = None
@@ -497,18 +540,8 @@ class Assistant:
 
         if lacks_approved_language(lead, valid, cfg):
             assert lead is not None
-            info = infos[lead.chunk.article_id]
-            title = info.meta.get("title", lead.chunk.title)
-            result.status = ESCALATE
-            # The handoff names the article and section, never the unservable text.
-            result.escalation = self._escalation(
-                "no_approved_language", info.meta.get("escalate_to"), question,
-                [_found_entry(info.article_id, title, info.version,
-                              _section(title, lead.chunk.heading_path), lead.chunk.anchor,
-                              round(lead.score, 4))],
-                f"This question is about '{title}', a high-risk policy, and its approved "
-                "language does not answer it: escalate rather than answer from another "
-                "article.")
+            self._lacks_approved_language(result, lead, infos[lead.chunk.article_id],
+                                          question)
             return
 
         top = valid[0]

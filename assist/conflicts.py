@@ -34,6 +34,7 @@ from assist.answer import (
     Assistant,
     disagreement,
     lacks_approved_language,
+    lead_would_answer,
     serve_order,
 )
 from assist.calibration import confidence
@@ -358,10 +359,25 @@ class Simulation:
     def _decide(self, question: str, valid: list[Candidate], replaced: set[str],
                 lead: Candidate | None = None) -> Outcome:
         cfg = self.settings.answer
-        if self.policy.abstains(
-                valid, coverage=lambda c: self._coverage(question, c.chunk, replaced),
-                article_coverage=lambda c: self._article_coverage(question, c.chunk, replaced),
-                lexical_ceiling=lambda: self.catalog.lexical_ceiling(self._terms(question))):
+
+        def coverage(c: Candidate) -> float:
+            return self._coverage(question, c.chunk, replaced)
+
+        def article_coverage(c: Candidate) -> float:
+            return self._article_coverage(question, c.chunk, replaced)
+
+        def lexical_ceiling() -> float:
+            return self.catalog.lexical_ceiling(self._terms(question))
+
+        if self.policy.abstains(valid, coverage=coverage, article_coverage=article_coverage,
+                                lexical_ceiling=lexical_ceiling):
+            # As the answer path: the topic of a high-risk article with no approved
+            # language for it goes to that article's team.
+            if lead_would_answer(self.policy, lead, valid, coverage=coverage,
+                                 article_coverage=article_coverage,
+                                 lexical_ceiling=lexical_ceiling):
+                assert lead is not None
+                return Outcome(ESCALATE, (), lead=lead.chunk)
             return Outcome(NO_ANSWER, ())
         if lacks_approved_language(lead, valid, cfg):
             assert lead is not None

@@ -492,6 +492,55 @@ def test_a_question_that_matches_high_risk_text_best_escalates_without_approved_
 
 
 @pytest.mark.slow
+def test_a_high_risk_topic_with_nothing_servable_goes_to_its_team(kb: dict[str, Any]) -> None:
+    """Nothing servable answers, and the best match is a high-risk article's plain text
+    that would answer were it approved language: the question is that article's topic, so
+    it escalates to that article's team (``no_approved_language``), not to the default
+    team. An off-topic question still ends in ``no_answer``."""
+    _write_high_risk(kb, "bank-reversals", "Bank reversals", REVERSAL_PLAIN)
+    _sync(kb)
+    with Session(kb["engine"], expire_on_commit=False) as s:
+        governance.approve_all(s, approver="lead")
+    _refresh(kb)
+    a = kb["assistant"]
+    question = "the customer's bank reversed a card payment they disputed, what happens now?"
+    for who in ("vendor:acme", "internal"):
+        r = _ask(a, question, audience=who)
+        assert r.escalation is not None, r.passages
+        assert (r.status, r.escalation.reason, r.escalation.team) == (
+            "escalate", "no_approved_language", "disputes-team")
+        assert [f["article_id"] for f in r.escalation.found] == ["bank-reversals"]
+        assert "arrears" not in repr(r.escalation)
+    default_team = a.settings.answer.default_escalation_team
+    r = _ask(a, "what will the weather be like at the weekend?")
+    assert r.escalation is not None
+    assert (r.status, r.escalation.reason, r.escalation.team) == (
+        "no_answer", "no_answer", default_team)
+    # Switched off: no answer, and no team named.
+    answer = a.settings.answer.model_copy(update={"escalate_without_approved_language": False})
+    off = make_assistant(a.settings.model_copy(update={"answer": answer}), kb["engine"], a.index)
+    r = _ask(off, question)
+    assert r.escalation is not None and r.escalation.reason == "no_answer"
+    # The approval check's simulation reads the case as the answer path does: escalated
+    # to the article's team with the article in place, no answer without it.
+    from assist.conflicts import Simulation, indexed_chunks
+
+    with Session(kb["engine"]) as s:
+        version = s.exec(select(ArticleVersion).where(
+            ArticleVersion.article_id == "bank-reversals")).one()
+        chunks = indexed_chunks(a, version)
+    vector = a.index.embed_questions([question])[0]
+    sim = Simulation(a)
+    with_it = sim.ask(question, vector, audience="internal", locale=None,
+                      article_id="bank-reversals", chunks=chunks)
+    assert with_it.status == "escalate" and with_it.lead is not None
+    assert with_it.lead.article_id == "bank-reversals"
+    without = sim.ask(question, vector, audience="internal", locale=None,
+                      article_id="bank-reversals", chunks=[])
+    assert (without.status, without.lead) == ("no_answer", None)
+
+
+@pytest.mark.slow
 def test_the_approval_check_sees_a_case_escalate_for_want_of_approved_language(
         kb: dict[str, Any]) -> None:
     """Approving high-risk text that becomes a question's best match, with no approved
