@@ -138,7 +138,8 @@ class AnswerSettings(BaseModel):
         default=True,
         description="Escalate (`no_approved_language`) when a question matches a high-risk "
                     "article's plain text best and the answer would come from another "
-                    "article; off: answer from that article.")
+                    "article (or from nothing good enough: then to that article's team, "
+                    "not the default one); off: answer from that article.")
     default_escalation_team: str = Field(
         default="support-tier2",
         description="Handoff team when the best-matching article names no `escalate_to`.")
