@@ -114,6 +114,9 @@ class Evidence:
     lexical_ceiling: float
     # hits this caller may see but never be served (high-risk plain text of served versions)
     unservable: dict[str, Chunk] = field(default_factory=dict)
+    # cosine of the question to each hit's closest sentence (assist.sentences), where it has
+    # sentence vectors
+    sentences: dict[str, float] = field(default_factory=dict)
 
 
 def serve_order(valid: Sequence[Candidate], *, top_k: int, min_score: float,
@@ -458,7 +461,7 @@ class Assistant:
         locale = q.locale or self.settings.answer.default_locale
         views = caller_views(q.audience, self.index.views())
         n = candidate_count(self.settings.retrieval, q.tags)
-        _vector, dense = self.index.search(q.text, views=views, locale=locale, n=n)
+        vector, dense = self.index.search(q.text, views=views, locale=locale, n=n)
         lexical = self.index.lexical(q.text, views=views, locale=locale, n=n)
         hits = list(dict.fromkeys([cid for cid, _ in dense] + [cid for cid, _ in lexical]))
         found = {cid: c for cid in hits if (c := self.index.chunk(cid)) is not None
@@ -477,7 +480,8 @@ class Assistant:
                         coverage={cid: self.index.coverage(q.text, cid) for cid in chunks},
                         article_coverage={cid: self.index.article_coverage(q.text, cid)
                                           for cid in chunks},
-                        lexical_ceiling=self.index.lexical_ceiling(q.text))
+                        lexical_ceiling=self.index.lexical_ceiling(q.text),
+                        sentences=self.index.sentence_scores(vector, hits))
 
     def _candidates(self, policy: Policy, text: str, vector: Any, views: tuple[str, ...],
                     locale: str, tags: frozenset[str], *,

@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -20,6 +20,7 @@ import Stemmer
 from numpy.typing import NDArray
 
 from assist.chunks import Chunk
+from assist.sentences import SentenceVectors
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 _WORD = re.compile(r"\b[^\W\d_]+\b")  # a word of letters only (no digit, no underscore)
@@ -135,6 +136,9 @@ class Catalog:
     empty: dict[str, int]  # indexed versions with no chunks
     # lexical terms of each indexed article version (all its chunks), by (article, version)
     article_terms: dict[tuple[str, int], frozenset[str]]
+    # sentence vectors of each chunk, by position (assist.sentences)
+    sentences: SentenceVectors = field(
+        default_factory=lambda: SentenceVectors([], 1))
 
     def manifest(self) -> dict[str, int]:
         """Article id -> version number indexed (including served versions that have
@@ -257,9 +261,11 @@ def build_catalog(
     generation: str, *, chunks: list[Chunk], ids: dict[str, int],
     membership: dict[tuple[str, str], list[int]], views: set[str], empty: dict[str, int],
     tokenize: Callable[[str], list[str]],
+    sentences: Sequence[str | None] = (), dim: int = 1,
 ) -> Catalog:
     """BM25, term statistics and per-collection masks for ``chunks`` (``membership``: the
-    positions of the chunks of each (view, locale) collection)."""
+    positions of the chunks of each (view, locale) collection); ``sentences``: each chunk's
+    packed sentence vectors (:func:`assist.sentences.pack`, of ``dim``), by position."""
     bm25 = None
     corpus = [tokenize(c.lexical_text()) or ["_"] for c in chunks]
     if chunks:
@@ -283,4 +289,6 @@ def build_catalog(
         masks[key] = mask
     sizes = {key: len(rows) for key, rows in membership.items()}
     return Catalog(generation, chunks, ids, bm25, masks, sizes, views, idf, terms, empty,
-                   article_terms)
+                   article_terms,
+                   SentenceVectors([*sentences, *[None] * (len(chunks) - len(sentences))],
+                                   dim))

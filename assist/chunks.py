@@ -18,8 +18,11 @@ from typing import Any
 
 from kb.articles import ParsedArticle, parse_article, parse_stored_version, servable
 
-CHUNKER_VERSION = 2  # 2: the plain text of risk: high articles is indexed (never served)
+# 2: the plain text of risk: high articles is indexed (never served);
+# 3: passages of two or more sentences keep a vector per sentence (assist.sentences)
+CHUNKER_VERSION = 3
 _BLANK = re.compile(r"\n[ \t]*\n")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,18 @@ class Chunk:
         """What the dense model sees: title and heading path count, then the passage."""
         path = " > ".join(dict.fromkeys((self.title, *self.heading_path)))
         return f"{path}\n{self.text}"
+
+    def sentence_texts(self) -> list[str]:
+        """What the dense model sees of each sentence (or line: a list item, a table row)
+        of the passage, title and heading path first as for the passage; empty when the
+        passage has fewer than two sentences of three words or more (its own vector says
+        it all). See :mod:`assist.sentences`."""
+        parts = [p.strip(" \t-*#>|") for p in _SENTENCE_END.split(self.text)]
+        parts = [p for p in parts if len(p.split()) >= 3]
+        if len(parts) < 2:
+            return []
+        path = " > ".join(dict.fromkeys((self.title, *self.heading_path)))
+        return [f"{path}\n{p}" for p in parts]
 
     def lexical_text(self) -> str:
         """What BM25 sees: title, headings and tags, then the passage."""

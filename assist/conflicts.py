@@ -40,7 +40,8 @@ from assist.answer import (
 from assist.calibration import confidence
 from assist.catalog import LexicalTokenizer
 from assist.chunks import Chunk, chunk_version
-from assist.retrieve import Candidate, candidate_count, fuse, lead_of, order
+from assist.retrieve import Candidate, candidate_count, fuse, lead_of, order, uses_sentences
+from assist.sentences import SentenceVectors
 from assist.statements import (
     Clash,
     Ledger,
@@ -302,6 +303,7 @@ class Simulation:
         self._tokenize = LexicalTokenizer()
         self._avgdl: float | None = None
         self._vectors: dict[str, NDArray[np.float32]] = {}
+        self._sentences: dict[str, str | None] = {}  # packed sentence vectors, by chunk id
         self._ledger = Ledger()
         self._article_id = ""
         self._chunks: Sequence[Chunk] = ()
@@ -343,9 +345,14 @@ class Simulation:
             lexical = [(cid, s) for cid, s in hits if not cid.startswith(f"{article_id}|")]
             lexical += [(c.id, s) for c in mine if (s := self._bm25(question, c)) > 0]
             lexical = sorted(lexical, key=lambda t: -t[1])[:n]
+        sentences = None
+        if uses_sentences(retrieval):
+            ids = dict.fromkeys(cid for cid, _ in [*dense, *lexical] if cid not in by_id)
+            sentences = self.index.sentence_scores(vector, ids, self.catalog)
+            sentences.update(self._sentence_scores(mine, vector))
         # As the answer path (assist.retrieve.rank): the shortlist of what may be served,
         # and the unservable text ranked above all of it.
-        out, unservable = order(fuse(dense, lexical, retrieval),
+        out, unservable = order(fuse(dense, lexical, retrieval, sentences),
                                 lambda cid: by_id.get(cid) or self.index.chunk(cid),
                                 articles=SHORTLIST)
         return out, lead_of(unservable)
@@ -399,6 +406,18 @@ class Simulation:
         if missing:
             vectors = self.index.embedder.embed([c.embedding_text() for c in missing])
             self._vectors.update(zip([c.id for c in missing], vectors, strict=True))
+
+    def _sentence_scores(self, chunks: Sequence[Chunk],
+                         vector: NDArray[np.float32]) -> dict[str, float]:
+        """Cosine of ``vector`` to each replacement chunk's closest sentence, from the
+        sentence vectors the index would store for it."""
+        missing = [c for c in chunks if c.id not in self._sentences]
+        if missing:
+            self._sentences.update(zip([c.id for c in missing],
+                                       self.index.sentence_vectors(missing), strict=True))
+        packed = [self._sentences[c.id] for c in chunks]
+        best = SentenceVectors(packed, self.index.embedder.dim).best(vector, range(len(chunks)))
+        return {c.id: float(b) for c, b in zip(chunks, best, strict=True) if not np.isnan(b)}
 
     def _vector(self, chunk: Chunk) -> NDArray[np.float32]:
         return self._vectors[chunk.id]

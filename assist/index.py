@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from assist.batching import Batcher
 from assist.catalog import Catalog, LexicalTokenizer, build_catalog
 from assist.chunks import Chunk
+from assist.sentences import pack
 from assist.store import ChromaStore, collection_prefix
 from kb.errors import Unavailable
 from kb.settings import IndexSettings
@@ -101,7 +102,8 @@ class ChunkIndex:
         held = self.store.contents()
         return build_catalog(generation, chunks=held.chunks, ids=held.ids,
                              membership=held.membership, views=held.views,
-                             empty=self.store.empty(), tokenize=self._tokenize)
+                             empty=self.store.empty(), tokenize=self._tokenize,
+                             sentences=held.sentences, dim=self.embedder.dim)
 
     def manifest(self) -> dict[str, int]:
         """Article id -> version number currently indexed (including served versions that
@@ -213,11 +215,36 @@ class ChunkIndex:
         New chunks go in before old ones go out (chunk ids carry the version), so a query
         running meanwhile finds the old version or the new one, never nothing: the answer
         path serves one version per article and never a mix."""
-        self.store.upsert(chunks, vectors)
+        self.store.upsert(chunks, vectors, self.sentence_vectors(chunks))
         if not article_ids:
             return
         self.bump()  # every reader learns the new chunks before the old ones go
         self.store.delete_except(article_ids, keep={c.id for c in chunks})
+
+    def sentence_vectors(self, chunks: Sequence[Chunk]) -> list[str | None]:
+        """Each chunk's sentence vectors, packed (:func:`assist.sentences.pack`), or None
+        for a chunk of one sentence (:meth:`assist.chunks.Chunk.sentence_texts`)."""
+        texts = [c.sentence_texts() for c in chunks]
+        flat = [t for ts in texts for t in ts]
+        if not flat:
+            return [None] * len(chunks)
+        vectors = self.embedder.embed(flat, batch_size=64)
+        out: list[str | None] = []
+        at = 0
+        for ts in texts:
+            out.append(pack(vectors[at:at + len(ts)]) if ts else None)
+            at += len(ts)
+        return out
+
+    def sentence_scores(self, vector: NDArray[np.float32], chunk_ids: Iterable[str],
+                        catalog: Catalog | None = None) -> dict[str, float]:
+        """Chunk id -> cosine of the question ``vector`` to the chunk's closest sentence,
+        for the chunks that have sentence vectors (:mod:`assist.sentences`)."""
+        cat = catalog or self.catalog()
+        known = [(cid, i) for cid in chunk_ids if (i := cat.ids.get(cid)) is not None]
+        best = cat.sentences.best(vector, [i for _, i in known])
+        return {cid: float(b) for (cid, _), b in zip(known, best, strict=True)
+                if not np.isnan(b)}
 
     def clear(self) -> None:
         """Drop every collection of this model/chunking (``kb index rebuild``)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,8 +26,15 @@ def fuse(
     dense: list[tuple[str, float]],
     lexical: list[tuple[str, float]],
     settings: RetrievalSettings,
+    sentences: Mapping[str, float] | None = None,
 ) -> list[tuple[str, float, float | None, float | None]]:
     """(chunk id, fused score, dense, lexical), best first.
+
+    ``sentences``: chunk id -> cosine of the question to the chunk's closest sentence
+    (:mod:`assist.sentences`). Canon's fusions (``weighted``, ``article``, ``zscore``) read
+    a chunk's dense score as the better of its own cosine and that one; the baselines
+    (``dense``, ``lexical``, ``rrf``) ignore it. The dense value returned is always the
+    chunk's own cosine (what abstention and answers read).
 
     ``weighted``: w * cosine + (1 - w) * BM25 / max BM25 of this query (a chunk the dense
     retriever did not return gets the lowest returned cosine). ``rrf``: reciprocal rank
@@ -37,13 +44,17 @@ def fuse(
     of the same article version (:func:`_article_support`). ``dense`` / ``lexical``: one
     retriever alone (baselines).
     """
-    d = dict(dense)
+    own = d = dict(dense)
     lx = dict(lexical)
     if settings.fusion == "dense":
         return [(cid, s, s, lx.get(cid)) for cid, s in dense]
     if settings.fusion == "lexical":
         return [(cid, s, d.get(cid), s) for cid, s in lexical]
     ids = list(dict.fromkeys([cid for cid, _ in dense] + [cid for cid, _ in lexical]))
+    if sentences and settings.fusion != "rrf":
+        # A chunk the dense retriever did not return is below its lowest cosine.
+        lowest = min(own.values()) if own else -1.0
+        d = {cid: max(own.get(cid, lowest), sentences.get(cid, -1.0)) for cid in ids}
     if settings.fusion == "rrf":
         k = settings.rrf_k
         d_rank = {cid: r for r, (cid, _) in enumerate(dense)}
@@ -72,7 +83,7 @@ def fuse(
         if settings.fusion == "article":
             scored = _article_support(scored, share=settings.article_support)
     scored.sort(key=lambda t: -t[1])
-    return [(cid, s, d.get(cid), lx.get(cid)) for cid, s in scored]
+    return [(cid, s, own.get(cid), lx.get(cid)) for cid, s in scored]
 
 
 def _zscores(scores: dict[str, float]) -> dict[str, float]:
@@ -160,7 +171,17 @@ def rank(
         chunk = index.chunk(cid, cat)
         return None if chunk is None or (tags and not tags & set(chunk.tags)) else chunk
 
-    return order(fuse(dense, lexical, settings), chunk_of, articles=articles)
+    sentences = None
+    if uses_sentences(settings):
+        sentences = index.sentence_scores(
+            vector, dict.fromkeys([cid for cid, _ in dense] + [cid for cid, _ in lexical]),
+            cat)
+    return order(fuse(dense, lexical, settings, sentences), chunk_of, articles=articles)
+
+
+def uses_sentences(settings: RetrievalSettings) -> bool:
+    """Does this ranking read sentence vectors (:func:`fuse`)?"""
+    return settings.sentence_match and settings.fusion in ("weighted", "article", "zscore")
 
 
 def order(fused: list[tuple[str, float, float | None, float | None]],

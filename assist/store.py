@@ -100,15 +100,19 @@ def _reachable(method: Callable[P, R]) -> Callable[P, R]:
     return call
 
 
-def _meta(chunk: Chunk) -> dict[str, Any]:
+def _meta(chunk: Chunk, sentences: str | None = None) -> dict[str, Any]:
     """Chroma metadata: ``article_id`` (for deletes) and every other field packed in one
     JSON value. Chroma stores and indexes one row per metadata key, so packing makes writes
-    markedly cheaper; nothing ever filters on the packed fields."""
+    markedly cheaper; nothing ever filters on the packed fields. ``sentences``: the chunk's
+    packed sentence vectors (:mod:`assist.sentences`), if it has any."""
     packed = [chunk.version, chunk.content_sha256, chunk.start, chunk.end,
               list(chunk.heading_path), chunk.anchor, chunk.approved, chunk.title,
               list(chunk.audience), chunk.locale, chunk.risk, list(chunk.tags)]
-    return {"article_id": chunk.article_id,
+    meta = {"article_id": chunk.article_id,
             "chunk": json.dumps(packed, ensure_ascii=False, separators=(",", ":"))}
+    if sentences:
+        meta["sentences"] = sentences
+    return meta
 
 
 def _from_meta(meta: dict[str, Any], text: str) -> Chunk:
@@ -130,6 +134,7 @@ class Contents:
     ids: dict[str, int]  # chunk id -> position in ``chunks``
     membership: dict[tuple[str, str], list[int]]  # (view, locale) -> positions
     views: set[str]
+    sentences: list[str | None]  # packed sentence vectors, by position
 
 
 class ChromaStore:
@@ -231,6 +236,7 @@ class ChromaStore:
         ids: dict[str, int] = {}
         membership: dict[tuple[str, str], list[int]] = {}
         views: set[str] = set()
+        sentences: list[str | None] = []
         self._collections.clear()
         for col in self._all_collections():
             if col.name.endswith("--state"):
@@ -244,8 +250,9 @@ class ChromaStore:
                 if cid not in ids:
                     ids[cid] = len(chunks)
                     chunks.append(_from_meta(dict(m), doc))
+                    sentences.append(m.get("sentences"))
                 rows.append(ids[cid])
-        return Contents(chunks, ids, membership, views)
+        return Contents(chunks, ids, membership, views, sentences)
 
     @_reachable
     def query(self, vectors: NDArray[np.float32], asks: list[tuple[tuple[str, ...], str, int]],
@@ -278,8 +285,11 @@ class ChromaStore:
     # --- writes -----------------------------------------------------------------------
 
     @_reachable
-    def upsert(self, chunks: Sequence[Chunk], vectors: NDArray[np.float32]) -> None:
-        """Store ``chunks`` once in each view their audience names."""
+    def upsert(self, chunks: Sequence[Chunk], vectors: NDArray[np.float32],
+               sentences: Sequence[str | None] | None = None) -> None:
+        """Store ``chunks`` once in each view their audience names (``sentences``: each
+        chunk's packed sentence vectors, or None)."""
+        packed = list(sentences) if sentences is not None else [None] * len(chunks)
         by_key: dict[tuple[str, str], list[int]] = {}
         for i, c in enumerate(chunks):
             for view in chunk_views(c.audience):
@@ -290,7 +300,7 @@ class ChromaStore:
             for s in range(0, len(rows), 2000):
                 part = rows[s:s + 2000]
                 col.upsert(ids=[chunks[i].id for i in part], embeddings=vectors[part],
-                           metadatas=[_meta(chunks[i]) for i in part],
+                           metadatas=[_meta(chunks[i], packed[i]) for i in part],
                            documents=[chunks[i].text for i in part])
 
     @_reachable

@@ -41,7 +41,7 @@ from assist.calibration import (
     fit_abstention,
     signals,
 )
-from assist.retrieve import Candidate, fuse, lead_of, order
+from assist.retrieve import Candidate, fuse, lead_of, order, uses_sentences
 from evals.metrics import CaseResult, first_rank, section_hit, summarize
 from evals.runner import expectation
 from evals.suites import Case, Suite
@@ -114,7 +114,8 @@ def ranked_with_lead(ev: Evidence, retrieval: RetrievalSettings,
     caller see)."""
     dense = [] if retrieval.fusion == "lexical" else ev.dense
     lexical = [] if retrieval.fusion == "dense" else ev.lexical
-    valid, unservable = order(fuse(dense, lexical, retrieval),
+    sentences = ev.sentences if uses_sentences(retrieval) else None
+    valid, unservable = order(fuse(dense, lexical, retrieval, sentences),
                               lambda cid: ev.chunks.get(cid) or ev.unservable.get(cid),
                               servable=lambda c: c.id in ev.chunks)
     return valid, lead_of(unservable)

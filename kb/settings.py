@@ -108,6 +108,12 @@ class RetrievalSettings(BaseModel):
         default=0.15, ge=0.0, le=1.0,
         description="In `article` fusion, the share of an article's second-best chunk added "
                     "to each of its chunks' scores.")
+    sentence_match: bool = Field(
+        default=True,
+        description="In `weighted`, `article` and `zscore` fusion, a passage's dense score is "
+                    "the better of its own cosine and its closest sentence's (a question "
+                    "about one fact of a long passage; docs/quality-baseline.md). Abstention "
+                    "and answers still read the passage's own cosine.")
     rrf_k: int = Field(default=60, ge=1, description="The k of reciprocal rank fusion (`rrf`).")
     candidates: int = Field(
         default=40, ge=5, le=400,

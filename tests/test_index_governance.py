@@ -366,7 +366,7 @@ def test_index_rebuild_and_status_cli(kb: dict[str, Any]) -> None:
 
 def test_collection_name_encodes_model_and_chunking(settings: Settings) -> None:
     index = make_index(settings, embedder=_EMBEDDER)
-    assert index.prefix == "canon-all-minilm-l6-v2-c1200-k2-l2"
+    assert index.prefix == "canon-all-minilm-l6-v2-c1200-k3-l2"
     other = make_index(
         settings.model_copy(
             update={"index": settings.index.model_copy(update={"chunk_max_chars": 600})}
@@ -649,3 +649,29 @@ def test_the_lead_holds_while_the_index_catches_up_with_its_new_version(
     _approve(kb, "bank-reversals")  # not indexed yet
     r = _ask(a, question)
     assert r.escalation is not None and r.escalation.reason == "no_approved_language"
+
+
+def test_passages_keep_a_vector_per_sentence_through_the_index(kb: dict[str, Any]) -> None:
+    """Indexing stores each multi-sentence passage's sentence vectors with it; the catalog
+    loads them back (another process reads them the same way) and the answer path's
+    ranking reads the closest sentence, while answers keep the passage's own cosine."""
+    from assist.retrieve import rank
+
+    a = kb["assistant"]
+    index = a.index
+    index._catalog = None  # load back from the store, as a fresh process would
+    cat = index.catalog()
+    router = next(c for c in cat.chunks if c.article_id == "router-lights")
+    assert len(router.sentence_texts()) == 2
+    assert cat.sentences.count[cat.ids[router.id]] == 2
+    question = "what does a flashing orange light on the router mean"
+    vector = index.embed_questions([question])[0]
+    dense = dict(index.dense(vector, views=("internal",), locale="en", n=10))
+    sentence = index.sentence_scores(vector, [router.id])[router.id]
+    assert sentence > dense[router.id] + 0.05  # the second sentence says exactly that
+    valid, _ = rank(index, question=question, vector=vector, views=("internal",),
+                    locale="en", settings=a.settings.retrieval)
+    assert valid[0].chunk.id == router.id
+    assert valid[0].dense == pytest.approx(dense[router.id])  # the passage's own cosine
+    ev = a.evidence(Question(text=question, audience="internal", caller="test"))
+    assert ev.sentences[router.id] == pytest.approx(sentence)

@@ -109,6 +109,7 @@ def test_one_order_sets_unservable_text_aside_and_cuts_the_shortlist() -> None:
     assert lead_of(unservable) is None
     assert [c.chunk for c in valid] == [a1, hi_block, b1, a2, c1]
     # The caller's own rule of what may be served (kb eval tune: what the database allows).
-    valid, unservable = order(fused, chunks.get, servable=lambda c: c.servable and c.article_id != "a")
+    valid, unservable = order(fused, chunks.get,
+                              servable=lambda c: c.servable and c.article_id != "a")
     assert [u.chunk for _, u in unservable] == [hi_text, a1, a2]
     assert [above for above, _ in unservable] == [0, 0, 2]
