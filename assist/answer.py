@@ -187,8 +187,9 @@ def disagreement(valid: Sequence[Candidate], served: Sequence[Candidate], *, mar
                  statements_of: Callable[[str], Sequence[Statement]] = lambda a: (),
                  ) -> tuple[Candidate, Candidate, Clash] | None:
     """Two passages of unrelated articles that state different values for the same thing
-    (see :mod:`assist.statements`): the top candidate and a runner-up about as close to the
-    question (similarity within ``margin``), or any two of the passages to be ``served``.
+    (see :mod:`assist.statements`): the top candidate, or another passage to be ``served``,
+    and a runner-up about as close to the question as the top (similarity within
+    ``margin``), or any two of the passages to be ``served``.
     All served text counts, not only ``::: approved`` blocks. ``related(a, b)``: one
     article and its translations never disagree. ``statements_of(article_id)``: all its
     statements (an article listing both values as options excuses the difference)."""
@@ -196,8 +197,12 @@ def disagreement(valid: Sequence[Candidate], served: Sequence[Candidate], *, mar
         return None
     top = valid[0]
     top_sim = top.dense if top.dense is not None else top.score
-    pairs = [(top, c) for c in valid[1:]
+    close = [c for c in valid[1:]
              if top_sim - (c.dense if c.dense is not None else c.score) <= margin]
+    # The top passage may state a value in a table row while the passage served next to it
+    # says it in a sentence: every served passage is held against the close runners-up.
+    heads = [top, *(p for p in served if p is not top)]
+    pairs = [(h, c) for h in heads for c in close if c is not h]
     pairs += [(p, q) for i, p in enumerate(served) for q in served[i + 1:]]
     seen: set[tuple[str, str]] = set()
     for p, q in pairs:

@@ -330,8 +330,13 @@ def test_changed_block_amount_is_a_conflict(kb: dict[str, Any]) -> None:
     n = _edit_and_sync(kb, "outages/outages-automatic-compensation.md", "receive £31.40 in",
                        "receive £25.00 in", aid)
     findings = _findings(kb, aid, n)
-    assert [(f.kind, f.other_article) for f in findings] == [
+    assert [(f.kind, f.other_article) for f in findings][:1] == [
         ("conflict", "field-missed-engineer-appointment")]
+    # The conflict also breaks a suite case the two articles now answer with different
+    # amounts: the answer path would escalate it as ambiguous.
+    assert [f.message for f in findings[1:]] == [
+        "suite case 'comp-when-paid' passes today but would fail with this version: it "
+        "would be escalated as ambiguous (£25.00 vs £31.40)"]
     f = findings[0]
     assert "£25.00" in (f.new_text or "") and "£31.40" in (f.other_text or "")
     assert "changes £31.40 to £25.00" in f.message
@@ -444,12 +449,16 @@ def test_two_amounts_for_one_thing_are_never_served_together(kb: dict[str, Any])
                              "engineer appointment?", audience="internal", caller="test")
     before = assistant.ask(question)
     assert before.status == "answered"
-    assert {p.citation.article_id for p in before.passages} >= {
+    # Both articles state the amount, and both are close to the question.
+    assert {p.citation.article_id for p in before.passages} & {
         "outages-automatic-compensation", "field-missed-engineer-appointment"}
 
     aid = "field-missed-engineer-appointment"
+    path = kb["root"] / "content" / "field-ops" / "field-missed-engineer-appointment.md"
+    path.write_text(path.read_text(encoding="utf-8").replace("£31.40", "£40.00"),
+                    encoding="utf-8")
     n = _edit_and_sync(kb, "field-ops/field-missed-engineer-appointment.md",
-                       "and £31.40 compensation", "and £40.00 compensation", aid)
+                       "Do not add goodwill", "Never add goodwill", aid)
     findings = _findings(kb, aid, n)
     assert ("conflict", "outages-automatic-compensation") in {
         (f.kind, f.other_article) for f in findings}
