@@ -241,10 +241,12 @@ class ChunkIndex:
         """Chunk id -> cosine of the question ``vector`` to the chunk's closest sentence,
         for the chunks that have sentence vectors (:mod:`assist.sentences`)."""
         cat = catalog or self.catalog()
-        known = [(cid, i) for cid in chunk_ids if (i := cat.ids.get(cid)) is not None]
-        best = cat.sentences.best(vector, [i for _, i in known])
-        return {cid: float(b) for (cid, _), b in zip(known, best, strict=True)
-                if not np.isnan(b)}
+        ids = cat.ids
+        known = [cid for cid in chunk_ids if cid in ids]
+        best = cat.sentences.best(vector, [ids[cid] for cid in known])
+        found = np.flatnonzero(~np.isnan(best))  # (this runs on every question)
+        return dict(zip([known[i] for i in found.tolist()], best[found].tolist(),
+                        strict=True))
 
     def clear(self) -> None:
         """Drop every collection of this model/chunking (``kb index rebuild``)."""
