@@ -211,7 +211,7 @@ def fit_abstention(rows: Sequence[Mapping[str, float]], answerable: Sequence[boo
 
 
 TUNABLE_FUSIONS = ("weighted", "article")
-TUNABLE_RETRIEVAL = ("fusion", "dense_weight", "article_support")
+TUNABLE_RETRIEVAL = ("fusion", "dense_weight", "article_support", "sentence_match")
 
 
 def confidence(candidates: Sequence[Candidate]) -> float:
@@ -259,8 +259,11 @@ def policy_for(settings: Settings, tuning: ActiveTuning | None) -> Policy:
     base = Policy(retrieval=settings.retrieval, answer=settings.answer)
     if tuning is None or settings.retrieval.fusion not in TUNABLE_FUSIONS:
         return base
-    overrides = {k: v for k, v in (tuning.params.get("retrieval") or {}).items()
-                 if k in TUNABLE_RETRIEVAL}
+    # A record ranks as it was fitted: one stored before sentence vectors existed ranks
+    # without them (its abstention model was fitted on those scores).
+    overrides = {"sentence_match": False,
+                 **{k: v for k, v in (tuning.params.get("retrieval") or {}).items()
+                    if k in TUNABLE_RETRIEVAL}}
     retrieval = RetrievalSettings.model_validate({**settings.retrieval.model_dump(),
                                                   **overrides})
     model = tuning.params.get("abstention")

@@ -51,10 +51,13 @@ def fuse(
     if settings.fusion == "lexical":
         return [(cid, s, d.get(cid), s) for cid, s in lexical]
     ids = list(dict.fromkeys([cid for cid, _ in dense] + [cid for cid, _ in lexical]))
-    if sentences and settings.fusion != "rrf":
-        # A chunk the dense retriever did not return is below its lowest cosine.
-        lowest = min(own.values()) if own else -1.0
-        d = {cid: max(own.get(cid, lowest), sentences.get(cid, -1.0)) for cid in ids}
+    if sentences and own and settings.fusion != "rrf":
+        # A chunk the dense retriever did not return is below its lowest cosine: a sentence
+        # counts only where it lifts a chunk above what it had (the population of scores,
+        # and so `zscore`'s statistics, stays the dense hits' plus those lifted).
+        lowest = min(own.values())
+        d = {**own, **{cid: v for cid, v in sentences.items()
+                       if (cid in own or cid in lx) and v > own.get(cid, lowest)}}
     if settings.fusion == "rrf":
         k = settings.rrf_k
         d_rank = {cid: r for r, (cid, _) in enumerate(dense)}
@@ -73,7 +76,7 @@ def fuse(
                   for cid in ids]
     else:
         w = settings.dense_weight
-        floor = min(d.values()) if d else 0.0
+        floor = min(own.values()) if own else 0.0
         top_lex = max(lx.values()) if lx else 0.0
         scored = [
             (cid, w * d.get(cid, floor)

@@ -33,8 +33,13 @@ def quantize(vectors: NDArray[np.float32]) -> tuple[NDArray[np.int8], NDArray[np
 
 
 def pack(vectors: NDArray[np.float32]) -> str:
-    """Sentence vectors (rows) as one ASCII value: the scales (float32), then the int8 rows."""
-    q, scale = quantize(np.asarray(vectors, dtype=np.float32))
+    """Sentence vectors (rows) as one ASCII value: the scales (float32), then the int8 rows
+    (rows that are not finite are left out; "" when none is left)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    vectors = vectors[np.isfinite(vectors).all(axis=1)]  # a broken row never hides the rest
+    if not len(vectors):
+        return ""
+    q, scale = quantize(vectors)
     return base64.b64encode(scale.tobytes() + q.tobytes()).decode("ascii")
 
 
@@ -60,8 +65,8 @@ class SentenceVectors:
         self.count = np.zeros(len(packed), dtype=np.int64)
         at = 0
         for i, value in enumerate(packed):
-            if not value:
-                continue
+            if not value or not isinstance(value, str):
+                continue  # none, or not ours (written by another tool): no sentences
             try:
                 q, s = unpack(value, dim)
             except ValueError:
@@ -84,7 +89,8 @@ class SentenceVectors:
         pos = np.asarray(positions, dtype=np.int64)
         out = np.full(len(pos), np.nan)
         counts = np.zeros(len(pos), dtype=np.int64)
-        known = pos < len(self.count)  # a catalog built without sentence vectors has none
+        # A catalog built without sentence vectors has none.
+        known = (pos >= 0) & (pos < len(self.count))
         counts[known] = self.count[pos[known]]
         has = counts > 0
         if not has.any():

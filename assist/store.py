@@ -137,6 +137,35 @@ class Contents:
     sentences: list[str | None]  # packed sentence vectors, by position
 
 
+MAX_BATCH_ROWS = 2000
+# A Chroma server refuses requests over 40 MiB; passages with many sentence vectors carry
+# kilobytes of metadata each, so writes are cut by size as well as by rows.
+MAX_BATCH_BYTES = 8 * 2**20
+
+
+def _row_bytes(chunk: Chunk, sentences: str | None, dim: int) -> int:
+    """About what one passage weighs in a write request (its vector travels as JSON)."""
+    return len(chunk.text.encode("utf-8")) + len(sentences or "") + 24 * dim + 1024
+
+
+def write_batches(rows: list[int], sizes: list[int], *, max_rows: int = MAX_BATCH_ROWS,
+                  max_bytes: int = MAX_BATCH_BYTES) -> list[list[int]]:
+    """``rows`` cut into consecutive batches of at most ``max_rows`` rows and about
+    ``max_bytes`` (``sizes``: each row's weight; a heavier row goes alone)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    weight = 0
+    for row, size in zip(rows, sizes, strict=True):
+        if current and (len(current) >= max_rows or weight + size > max_bytes):
+            batches.append(current)
+            current, weight = [], 0
+        current.append(row)
+        weight += size
+    if current:
+        batches.append(current)
+    return batches
+
+
 class ChromaStore:
     """The collections of one model/chunking (``prefix``) in a Chroma client."""
 
@@ -297,8 +326,8 @@ class ChromaStore:
         for (view, locale), rows in sorted(by_key.items()):
             col = self.collection(view, locale, create=True)
             assert col is not None
-            for s in range(0, len(rows), 2000):
-                part = rows[s:s + 2000]
+            for part in write_batches(rows, [_row_bytes(chunks[i], packed[i], vectors.shape[1])
+                                             for i in rows]):
                 col.upsert(ids=[chunks[i].id for i in part], embeddings=vectors[part],
                            metadatas=[_meta(chunks[i], packed[i]) for i in part],
                            documents=[chunks[i].text for i in part])

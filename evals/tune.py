@@ -224,7 +224,8 @@ def params_of(policy: Policy, max_false_abstention: float) -> dict[str, Any]:
     r = policy.retrieval
     return {
         "retrieval": {"fusion": r.fusion, "dense_weight": r.dense_weight,
-                      "article_support": r.article_support},
+                      "article_support": r.article_support,
+                      "sentence_match": r.sentence_match},
         "abstention": policy.abstention.to_dict() if policy.abstention else None,
         "operating_point": {"max_false_abstention": max_false_abstention},
         "signals": list(SIGNALS),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from assist.chunks import Chunk
 from assist.retrieve import fuse
 from assist.sentences import SentenceVectors, pack, unpack
+from assist.store import write_batches
 from kb.settings import RetrievalSettings
 
 
@@ -77,3 +80,58 @@ def test_fusion_reads_the_better_of_passage_and_sentence() -> None:
     for fusion in ("dense", "lexical", "rrf"):
         s = RetrievalSettings(fusion=fusion)
         assert fuse(dense, lexical, s, sentences) == fuse(dense, lexical, s)
+
+
+def test_broken_input_never_hides_the_rest() -> None:
+    rng = np.random.default_rng(5)
+    a = _unit(rng, 3)
+    broken = a.copy()
+    broken[0, 0] = np.nan
+    store = SentenceVectors([pack(broken), 12345, pack(a)], 16)  # type: ignore[list-item]
+    assert list(store.count) == [2, 0, 3]  # the NaN row left out; a non-text value ignored
+    assert store.best(a[1], [0])[0] == pytest.approx(1.0, abs=0.01)
+    assert np.isnan(store.best(a[1], [-1, -3])).all()  # never wraps around
+    assert pack(np.full((2, 16), np.nan, dtype=np.float32)) == ""
+
+
+def test_fusion_without_a_lift_ranks_as_without_sentences() -> None:
+    dense = [("a|1|0|1", 0.6), ("b|1|0|1", 0.5), ("d|1|0|1", 0.2)]
+    lexical = [("c|1|0|1", 10.0), ("b|1|0|1", 5.0), ("e|1|0|1", 1.0)]
+    no_lift = {"a|1|0|1": 0.1, "c|1|0|1": 0.15, "e|1|0|1": 0.19}  # all below what they had
+    for fusion in ("weighted", "article", "zscore"):
+        s = RetrievalSettings(fusion=fusion)
+        assert fuse(dense, lexical, s, no_lift) == fuse(dense, lexical, s)
+        # With no dense hits there is no floor to lift from: sentences change nothing.
+        assert fuse([], lexical, s, {"e|1|0|1": 0.9}) == fuse([], lexical, s)
+
+
+def test_writes_are_cut_by_size_as_well_as_rows() -> None:
+    assert write_batches([1, 2, 3, 4, 5], [10] * 5, max_rows=2, max_bytes=100) == [
+        [1, 2], [3, 4], [5]]
+    assert write_batches([1, 2, 3, 4], [40, 40, 40, 200], max_rows=10, max_bytes=100) == [
+        [1, 2], [3], [4]]  # a row heavier than the limit goes alone
+    assert write_batches([], [], max_rows=2, max_bytes=10) == []
+
+
+@pytest.mark.slow
+def test_a_chroma_server_takes_passages_with_many_sentences(tmp_path: Path) -> None:
+    """A Chroma server refuses requests over 40 MiB: 2,000 passages of short lines (a table
+    of 35 rows each) used to make one request of about 36 MiB of metadata alone."""
+    from assist.store import ChromaStore, make_chroma_client
+    from kb.settings import IndexSettings
+
+    from .servers import chroma_server
+
+    rng = np.random.default_rng(0)
+    n, rows = 2000, 35
+    chunks = [Chunk(article_id=f"a{i}", version=1, content_sha256="0" * 64, start=0, end=1200,
+                    heading_path=("H",), anchor="h", approved=False, title="T",
+                    audience=("internal",), locale="en", risk="low", tags=(), text="x" * 1200)
+              for i in range(n)]
+    blob = pack(rng.normal(size=(rows, 384)).astype(np.float32))
+    with chroma_server(tmp_path / "chroma") as url:
+        store = ChromaStore(client=make_chroma_client(tmp_path, url), settings=IndexSettings(),
+                            prefix="canon-many")
+        store.upsert(chunks, rng.normal(size=(n, 384)).astype(np.float32), [blob] * n)
+        held = store.contents()
+    assert len(held.chunks) == n and held.sentences == [blob] * n

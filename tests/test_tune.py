@@ -170,6 +170,15 @@ def test_a_tuning_record_changes_only_canons_own_fusion() -> None:
     assert policy_for(dense, record).abstention is None
     with pytest.raises(ValueError, match="unknown abstention signals"):
         AbstentionModel.from_dict({**model.to_dict(), "features": ["mood"]})
+    # A record ranks as it was fitted: one from before sentence vectors ranks without them.
+    assert Settings().retrieval.sentence_match
+    assert not policy.retrieval.sentence_match
+    fitted = {**params, "retrieval": {**params["retrieval"], "sentence_match": True}}
+    assert policy_for(Settings(), tuning.ActiveTuning(
+        version=4, sha256="cd" * 32, params=fitted)).retrieval.sentence_match
+    from evals.tune import params_of
+
+    assert params_of(policy, 0.05)["retrieval"]["sentence_match"] is False
 
 
 def test_a_record_fitted_before_a_signal_was_added_still_applies() -> None:
