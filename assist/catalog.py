@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -137,8 +137,7 @@ class Catalog:
     # lexical terms of each indexed article version (all its chunks), by (article, version)
     article_terms: dict[tuple[str, int], frozenset[str]]
     # sentence vectors of each chunk, by position (assist.sentences)
-    sentences: SentenceVectors = field(
-        default_factory=lambda: SentenceVectors([], 1))
+    sentences: SentenceVectors
 
     def manifest(self) -> dict[str, int]:
         """Article id -> version number indexed (including served versions that have
@@ -289,6 +288,4 @@ def build_catalog(
         masks[key] = mask
     sizes = {key: len(rows) for key, rows in membership.items()}
     return Catalog(generation, chunks, ids, bm25, masks, sizes, views, idf, terms, empty,
-                   article_terms,
-                   SentenceVectors([*sentences, *[None] * (len(chunks) - len(sentences))],
-                                   dim))
+                   article_terms, SentenceVectors(sentences, dim))

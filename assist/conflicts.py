@@ -415,9 +415,8 @@ class Simulation:
         if missing:
             self._sentences.update(zip([c.id for c in missing],
                                        self.index.sentence_vectors(missing), strict=True))
-        packed = [self._sentences[c.id] for c in chunks]
-        best = SentenceVectors(packed, self.index.embedder.dim).best(vector, range(len(chunks)))
-        return {c.id: float(b) for c, b in zip(chunks, best, strict=True) if not np.isnan(b)}
+        store = SentenceVectors([self._sentences[c.id] for c in chunks], self.index.embedder.dim)
+        return store.best_by_id(vector, [c.id for c in chunks], range(len(chunks)))
 
     def _vector(self, chunk: Chunk) -> NDArray[np.float32]:
         return self._vectors[chunk.id]

@@ -243,10 +243,7 @@ class ChunkIndex:
         cat = catalog or self.catalog()
         ids = cat.ids
         known = [cid for cid in chunk_ids if cid in ids]
-        best = cat.sentences.best(vector, [ids[cid] for cid in known])
-        found = np.flatnonzero(~np.isnan(best))  # (this runs on every question)
-        return dict(zip([known[i] for i in found.tolist()], best[found].tolist(),
-                        strict=True))
+        return cat.sentences.best_by_id(vector, known, [ids[cid] for cid in known])
 
     def clear(self) -> None:
         """Drop every collection of this model/chunking (``kb index rebuild``)."""

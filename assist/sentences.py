@@ -82,6 +82,14 @@ class SentenceVectors:
     def __len__(self) -> int:
         return int(self.scale.shape[0])
 
+    def best_by_id(self, vector: NDArray[np.float32], ids: Sequence[str],
+                   positions: Sequence[int]) -> dict[str, float]:
+        """:meth:`best` keyed by the passages' ids (``ids[i]`` is at ``positions[i]``), for
+        the passages that have sentence vectors only."""
+        best = self.best(vector, positions)
+        found = np.flatnonzero(~np.isnan(best))  # (this runs on every question)
+        return dict(zip([ids[i] for i in found.tolist()], best[found].tolist(), strict=True))
+
     def best(self, vector: NDArray[np.float32],
              positions: Sequence[int]) -> NDArray[np.float64]:
         """For each passage position: the cosine of ``vector`` (unit length) to its closest
