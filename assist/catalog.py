@@ -138,6 +138,32 @@ class Catalog:
     article_terms: dict[tuple[str, int], frozenset[str]]
     # sentence vectors of each chunk, by position (assist.sentences)
     sentences: SentenceVectors
+    # each chunk's vector, by position (unit rows), when the index is small enough to
+    # search in memory (index.memory_search_max_chunks); None: Chroma answers dense queries
+    vectors: NDArray[np.float32] | None = None
+
+    def dense(self, vectors: NDArray[np.float32],
+              asks: Sequence[tuple[Sequence[str], str, int]]) -> list[list[tuple[str, float]]]:
+        """For each question vector (unit length) and its (views, locale, n): the ``n``
+        closest chunks of those collections, (chunk id, cosine similarity) best first; an
+        exact search of :attr:`vectors`, which must be loaded."""
+        assert self.vectors is not None
+        q = np.asarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(q, axis=1, keepdims=True)
+        sims = (q / np.where(norms > 0, norms, 1.0)) @ self.vectors.T  # (questions, chunks)
+        out: list[list[tuple[str, float]]] = []
+        for row, (views, locale, n) in zip(sims, asks, strict=True):
+            masks = [m for v in views if (m := self.masks.get((v, locale))) is not None]
+            if not masks or n <= 0:
+                out.append([])
+                continue
+            inside = masks[0] > 0 if len(masks) == 1 else np.sum(masks, axis=0) > 0
+            scores = np.where(inside, row, -np.inf)
+            k = min(n, int(np.count_nonzero(inside)))
+            top = np.argpartition(-scores, k - 1)[:k]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            out.append([(self.chunks[i].id, float(scores[i])) for i in top.tolist()])
+        return out
 
     def manifest(self) -> dict[str, int]:
         """Article id -> version number indexed (including served versions that have
@@ -261,10 +287,12 @@ def build_catalog(
     membership: dict[tuple[str, str], list[int]], views: set[str], empty: dict[str, int],
     tokenize: Callable[[str], list[str]],
     sentences: Sequence[str | None] = (), dim: int = 1,
+    vectors: NDArray[np.float32] | None = None,
 ) -> Catalog:
     """BM25, term statistics and per-collection masks for ``chunks`` (``membership``: the
     positions of the chunks of each (view, locale) collection); ``sentences``: each chunk's
-    packed sentence vectors (:func:`assist.sentences.pack`, of ``dim``), by position."""
+    packed sentence vectors (:func:`assist.sentences.pack`, of ``dim``), by position;
+    ``vectors``: each chunk's vector, by position, to search in memory (or None)."""
     bm25 = None
     corpus = [tokenize(c.lexical_text()) or ["_"] for c in chunks]
     if chunks:
@@ -288,4 +316,5 @@ def build_catalog(
         masks[key] = mask
     sizes = {key: len(rows) for key, rows in membership.items()}
     return Catalog(generation, chunks, ids, bm25, masks, sizes, views, idf, terms, empty,
-                   article_terms, SentenceVectors(sentences, dim))
+                   article_terms, SentenceVectors(sentences, dim),
+                   vectors if vectors is not None and len(vectors) == len(chunks) else None)

@@ -99,11 +99,12 @@ class ChunkIndex:
             return self._catalog
 
     def _load(self, generation: str) -> Catalog:
-        held = self.store.contents()
+        held = self.store.contents(vectors_up_to=self.settings.memory_search_max_chunks)
         return build_catalog(generation, chunks=held.chunks, ids=held.ids,
                              membership=held.membership, views=held.views,
                              empty=self.store.empty(), tokenize=self._tokenize,
-                             sentences=held.sentences, dim=self.embedder.dim)
+                             sentences=held.sentences, dim=self.embedder.dim,
+                             vectors=held.vectors)
 
     def manifest(self) -> dict[str, int]:
         """Article id -> version number currently indexed (including served versions that
@@ -275,8 +276,13 @@ class ChunkIndex:
 
     def _dense_many(self, vectors: NDArray[np.float32],
                     asks: list[tuple[tuple[str, ...], str, int]]) -> list[list[tuple[str, float]]]:
-        """For each vector and its (views, locale, n): hits from those collections."""
-        return self.store.query(vectors, asks, sizes=self.catalog().sizes)
+        """For each vector and its (views, locale, n): hits from those collections; searched
+        in this process's memory when the catalog holds the vectors
+        (``index.memory_search_max_chunks``), else by Chroma."""
+        cat = self.catalog()
+        if cat.vectors is not None:
+            return cat.dense(vectors, asks)
+        return self.store.query(vectors, asks, sizes=cat.sizes)
 
     def lexical(self, query: str, *, views: Sequence[str], locale: str,
                 n: int) -> list[tuple[str, float]]:

@@ -135,6 +135,8 @@ class Contents:
     membership: dict[tuple[str, str], list[int]]  # (view, locale) -> positions
     views: set[str]
     sentences: list[str | None]  # packed sentence vectors, by position
+    # each chunk's vector, by position (unit rows), if they were asked for
+    vectors: NDArray[np.float32] | None = None
 
 
 MAX_BATCH_ROWS = 2000
@@ -259,29 +261,42 @@ class ChromaStore:
     # --- reads ------------------------------------------------------------------------
 
     @_reachable
-    def contents(self) -> Contents:
-        """Every chunk of every collection (a chunk in several views is read once)."""
+    def contents(self, *, vectors_up_to: int = 0) -> Contents:
+        """Every chunk of every collection (a chunk in several views is read once), and
+        their vectors too when the collections hold at most ``vectors_up_to`` rows."""
         chunks: list[Chunk] = []
         ids: dict[str, int] = {}
         membership: dict[tuple[str, str], list[int]] = {}
         views: set[str] = set()
         sentences: list[str | None] = []
         self._collections.clear()
-        for col in self._all_collections():
-            if col.name.endswith("--state"):
-                continue
+        cols = [c for c in self._all_collections() if not c.name.endswith("--state")]
+        want = 0 < sum(c.count() for c in cols) <= vectors_up_to
+        found: list[NDArray[np.float32]] = []
+        for col in cols:
             meta = col.metadata or {}
             key = (str(meta.get("view")), str(meta.get("locale")))
             views.add(key[0])
-            got = col.get(include=["metadatas", "documents"])
+            got = col.get(include=["metadatas", "documents", "embeddings"] if want
+                          else ["metadatas", "documents"])
             rows = membership.setdefault(key, [])
-            for cid, m, doc in zip(got["ids"], got["metadatas"], got["documents"], strict=True):
+            embedded = got["embeddings"] if want else None
+            for j, (cid, m, doc) in enumerate(zip(got["ids"], got["metadatas"],
+                                                  got["documents"], strict=True)):
                 if cid not in ids:
                     ids[cid] = len(chunks)
                     chunks.append(_from_meta(dict(m), doc))
                     sentences.append(m.get("sentences"))
+                    if embedded is not None:
+                        found.append(np.asarray(embedded[j], dtype=np.float32))
                 rows.append(ids[cid])
-        return Contents(chunks, ids, membership, views, sentences)
+        matrix = None
+        if want and len(found) == len(chunks):
+            matrix = np.vstack(found) if found else None
+            if matrix is not None:
+                norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+                matrix /= np.where(norms > 0, norms, 1.0)
+        return Contents(chunks, ids, membership, views, sentences, matrix)
 
     @_reachable
     def query(self, vectors: NDArray[np.float32], asks: list[tuple[tuple[str, ...], str, int]],
