@@ -6,8 +6,10 @@ generation; :class:`assist.index.ChunkIndex` rebuilds it when the generation cha
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import threading
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ import bm25s
 import numpy as np
 import Stemmer
 from numpy.typing import NDArray
+from threadpoolctl import ThreadpoolController
 
 from assist.chunks import Chunk
 from assist.sentences import SentenceVectors
@@ -138,8 +141,9 @@ class Catalog:
     article_terms: dict[tuple[str, int], frozenset[str]]
     # sentence vectors of each chunk, by position (assist.sentences)
     sentences: SentenceVectors
-    # each chunk's vector, by position (unit rows), when the index is small enough to
-    # search in memory (index.memory_search_max_chunks); None: Chroma answers dense queries
+    # every chunk's vector as a column, by position (unit length: dim x chunks), when the
+    # index is small enough to search in memory (index.memory_search_max_chunks); None:
+    # Chroma answers dense queries
     vectors: NDArray[np.float32] | None = None
 
     def dense(self, vectors: NDArray[np.float32],
@@ -150,7 +154,10 @@ class Catalog:
         assert self.vectors is not None
         q = np.asarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(q, axis=1, keepdims=True)
-        sims = (q / np.where(norms > 0, norms, 1.0)) @ self.vectors.T  # (questions, chunks)
+        with _ONE_BLAS_THREAD, _blas().limit(limits=1, user_api="blas"):
+            # One BLAS thread: a server's cores are busy with other questions (OpenBLAS's
+            # own threads spin while they wait, which cost a quarter of the throughput).
+            sims = (q / np.where(norms > 0, norms, 1.0)) @ self.vectors  # questions x chunks
         out: list[list[tuple[str, float]]] = []
         for row, (views, locale, n) in zip(sims, asks, strict=True):
             masks = [m for v in views if (m := self.masks.get((v, locale))) is not None]
@@ -282,6 +289,14 @@ class Catalog:
         return [(self.chunks[i].id, float(scores[i])) for i in top if scores[i] > 0]
 
 
+_ONE_BLAS_THREAD = threading.Lock()  # the limit below is process-wide: one setter at a time
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
 def build_catalog(
     generation: str, *, chunks: list[Chunk], ids: dict[str, int],
     membership: dict[tuple[str, str], list[int]], views: set[str], empty: dict[str, int],
@@ -317,4 +332,5 @@ def build_catalog(
     sizes = {key: len(rows) for key, rows in membership.items()}
     return Catalog(generation, chunks, ids, bm25, masks, sizes, views, idf, terms, empty,
                    article_terms, SentenceVectors(sentences, dim),
-                   vectors if vectors is not None and len(vectors) == len(chunks) else None)
+                   np.ascontiguousarray(vectors.T)
+                   if vectors is not None and len(vectors) == len(chunks) else None)

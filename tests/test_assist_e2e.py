@@ -353,3 +353,27 @@ def test_concurrent_askers_get_their_own_answers_and_each_is_logged(
             assert entry.caller == who and entry.audience == AUDIENCE[who]
             assert [e["passage_sha256"] for e in entry.served] == [
                 p["citation"]["passage_sha256"] for p in data["passages"]]
+
+
+def test_dense_search_in_memory_matches_chroma_on_the_demo(demo: dict[str, Any]) -> None:
+    """The demo index is searched in memory (index.memory_search_max_chunks): for every
+    topic and off-topic question, in every view a caller reads, the same 40 candidates and
+    cosines as Chroma's HNSW query (exact on an index this size)."""
+    from kb.audience import caller_views
+
+    index = demo["assistant"].index
+    cat = index.catalog()
+    assert cat.vectors is not None
+    questions = [q for q, _, _ in TOPIC_QUESTIONS] + OFF_TOPIC
+    vectors = index.embed_questions(questions)
+    n = demo["settings"].retrieval.candidates
+    for audience in ["internal", "vendor:acme", "vendor:globex", "vendors"]:
+        views = caller_views(audience, cat.views)
+        asks = [(views, "en", n) for _ in questions]
+        memory = index._dense_many(vectors, asks)
+        chroma = index.store.query(vectors, asks, sizes=cat.sizes)
+        for q, m, c in zip(questions, memory, chroma, strict=True):
+            assert m and len(m) == len(c), (audience, q)
+            assert dict(m).keys() == dict(c).keys(), (audience, q)
+            for cid, score in m:
+                assert score == pytest.approx(dict(c)[cid], abs=1e-5)

@@ -675,3 +675,60 @@ def test_passages_keep_a_vector_per_sentence_through_the_index(kb: dict[str, Any
     assert valid[0].dense == pytest.approx(dense[router.id])  # the passage's own cosine
     ev = a.evidence(Question(text=question, audience="internal", caller="test"))
     assert ev.sentences[router.id] == pytest.approx(sentence)
+
+
+def _same_hits(memory: list[tuple[str, float]], chroma: list[tuple[str, float]]) -> None:
+    assert dict(memory).keys() == dict(chroma).keys()
+    for cid, score in memory:
+        assert score == pytest.approx(dict(chroma)[cid], abs=1e-5)
+    assert [s for _, s in memory] == sorted((s for _, s in memory), reverse=True)
+
+
+def test_dense_search_in_memory_finds_what_chroma_finds(kb: dict[str, Any]) -> None:
+    """Within index.memory_search_max_chunks the catalog holds every chunk's vector and
+    answers the dense query itself: the same chunks and cosines as a Chroma query, within
+    each caller's views only. Above the cap (another process's catalog, loaded fresh),
+    Chroma answers it, and the answers do not change."""
+    a = kb["assistant"]
+    index = a.index
+    index._catalog = None  # load back from the store, as a fresh process would
+    cat = index.catalog()
+    assert cat.vectors is not None
+    assert cat.vectors.shape == (index.embedder.dim, len(cat.chunks))
+    questions = ["what does a flashing orange light on the router mean",
+                 "how much is the staff bonus", "refund for an annual plan"]
+    vectors = index.embed_questions(questions)
+    for views in [("internal",), ("vendors",), ("internal", "vendors")]:
+        asks = [(views, "en", 3) for _ in questions]
+        memory = index._dense_many(vectors, asks)
+        chroma = index.store.query(vectors, asks, sizes=cat.sizes)
+        for m, c in zip(memory, chroma, strict=True):
+            assert m, views
+            _same_hits(m, c)
+            if views == ("vendors",):  # the internal-only article is not in this view
+                assert not any(cid.startswith("staff-bonus|") for cid, _ in m)
+    asks = [(("internal",), "en", 50)]
+    everything = index._dense_many(vectors[:1], asks)[0]
+    assert len(everything) == cat.sizes[("internal", "en")]  # n beyond the view's size
+    assert index._dense_many(vectors[:1], [(("nobody",), "en", 5)]) == [[]]
+
+    def answers() -> list[tuple[str, list[tuple[str, int, int]]]]:
+        out = []
+        for q in questions:
+            r = a.ask(Question(text=q, audience="internal", caller="test"))
+            out.append((r.status, [(p.citation.article_id, p.citation.start, p.citation.end)
+                                   for p in r.passages]))
+        return out
+
+    in_memory = answers()
+    original = index.settings
+    index.settings = original.model_copy(
+        update={"memory_search_max_chunks": len(cat.chunks) - 1})
+    index._catalog = None
+    try:
+        assert index.catalog().vectors is None  # over the cap: Chroma answers
+        _same_hits(index._dense_many(vectors[:1], asks)[0], everything)
+        assert answers() == in_memory
+    finally:
+        index.settings = original
+        index._catalog = None
