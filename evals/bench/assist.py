@@ -5,7 +5,8 @@
 Prints, in one run:
 - ingest: pure embedding time of every chunk and sentence vector vs a full index build
   (chunk + embed + Chroma writes), and their ratio (target <= 1.25);
-- the floor: one query embedding + one Chroma query, p50/p95;
+- the floor: one query embedding + one Chroma query, p50/p95 (the answer path itself
+  searches in memory up to index.memory_search_max_chunks; the first lines say which);
 - the answer path (what /v1/assist runs server-side, audit write included) p50/p95 at
   concurrency 1, and the ratio of its p50 to the floor's (target <= 1.3; p95 <= 25 ms);
 - `kb serve` on 127.0.0.1 with one worker at concurrency 8: req/s and p50/p99 (target >= 150
@@ -214,7 +215,11 @@ def main() -> None:
     suite = yaml.safe_load((ROOT / "evals/suites/demo.yaml").read_text())
     questions = [c["question"] for c in suite][: args.queries]
     index = assistant.index
-    index.catalog()
+    cat = index.catalog()
+    print("dense search on the answer path: " + (
+        f"in memory, exact ({cat.vectors.shape[1]} vectors, {cat.vectors.nbytes / 1e6:.1f} MB; "
+        "index.memory_search_max_chunks)" if cat.vectors is not None
+        else "Chroma HNSW (over index.memory_search_max_chunks)"))
     col = index.store.collection("internal", "en", create=False)
     assert col is not None
     from assist.answer import Question
