@@ -10,6 +10,7 @@ machine sees it) changes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -26,6 +27,8 @@ from assist.sentences import pack
 from assist.store import ChromaStore, collection_prefix
 from kb.errors import Unavailable
 from kb.settings import IndexSettings
+
+log = logging.getLogger("canon.index")
 
 
 class Embedder(Protocol):
@@ -65,6 +68,8 @@ class ChunkIndex:
         self.refresh_seconds = refresh_seconds
         self._tokenize = LexicalTokenizer()
         self._lock = threading.Lock()
+        self._reload_guard = threading.Lock()
+        self._reloading = False
         self._catalog: Catalog | None = None
         self._checked_at = 0.0
         # (generation, typo tolerance, question) -> (mended text, lexical terms): one answer
@@ -85,10 +90,23 @@ class ChunkIndex:
 
     def catalog(self, *, check: bool = False) -> Catalog:
         """The in-memory catalog, rebuilt when another process changed the index (looked up
-        at most every ``refresh_seconds``, or now with ``check``)."""
+        at most every ``refresh_seconds``, or now with ``check``).
+
+        A reader (no ``check``: the answer path) that finds the index changed keeps the
+        catalog it holds while the new one loads on another thread, so no question waits
+        for a reload (seconds on a large index, more through a Chroma server). Meanwhile
+        the database re-check still decides what may be served: a new approval serves the
+        previous version for at most ``index.max_lag_seconds``, a retirement stops at once.
+        ``check`` (writers, and anyone comparing with what the index holds now) waits for
+        the current catalog."""
         now = time.monotonic()
         cat = self._catalog
-        if cat is not None and not check and now - self._checked_at < self.refresh_seconds:
+        if cat is not None and not check:
+            if now - self._checked_at < self.refresh_seconds:
+                return cat
+            self._checked_at = now
+            if self.store.generation() != cat.generation:
+                self._reload_in_background()
             return cat
         with self._lock:
             gen = self.store.generation()
@@ -106,10 +124,27 @@ class ChunkIndex:
                              sentences=held.sentences, dim=self.embedder.dim,
                              vectors=held.vectors)
 
+    def _reload_in_background(self) -> None:
+        """Load the current catalog on a thread of its own (one at a time)."""
+        with self._reload_guard:
+            if self._reloading:
+                return
+            self._reloading = True
+        threading.Thread(target=self._reload, name="canon-catalog", daemon=True).start()
+
+    def _reload(self) -> None:
+        try:
+            self.catalog(check=True)
+        except Exception as exc:  # e.g. the index server is away: the next look retries
+            log.warning("catalog reload failed", extra={"fields": {"error": str(exc)[:500]}})
+        finally:
+            with self._reload_guard:
+                self._reloading = False
+
     def manifest(self) -> dict[str, int]:
         """Article id -> version number currently indexed (including served versions that
-        have nothing to index)."""
-        return self.catalog().manifest()
+        have nothing to index), as the index holds them now."""
+        return self.catalog(check=True).manifest()
 
     def warm(self) -> None:
         """Load what the first question would otherwise wait for: the question graph, the

@@ -732,3 +732,55 @@ def test_dense_search_in_memory_finds_what_chroma_finds(kb: dict[str, Any]) -> N
     finally:
         index.settings = original
         index._catalog = None
+
+
+def test_a_question_never_waits_for_the_catalog_to_reload(kb: dict[str, Any]) -> None:
+    """When another process changes the index, the answer path keeps its catalog while a
+    new one loads on another thread; writers (``check``) wait for the new one. A reload
+    that fails leaves the old catalog serving, and the next look tries again."""
+    import threading
+
+    from kb.errors import Unavailable
+
+    a = kb["assistant"]
+    index = a.index
+    old = index.catalog(check=True)
+    question = "what does a flashing orange light on the router mean"
+    before = _ask(a, question)
+    release, loading = threading.Event(), threading.Event()
+    real_load = index._load
+    failures = [Unavailable("the index server is away")]
+
+    def slow_load(generation: str) -> Any:
+        loading.set()
+        assert release.wait(30)
+        if failures:
+            raise failures.pop()
+        return real_load(generation)
+
+    index._load = slow_load  # type: ignore[method-assign]
+    try:
+        index.store.bump()  # what another process's write does
+        index._checked_at = 0.0
+        assert index.catalog() is old  # not waiting...
+        assert loading.wait(30)  # ...while the new catalog loads on another thread
+        assert index._reloading
+        r = _ask(a, question)  # answered meanwhile, from the catalog it holds
+        assert r.status == before.status and r.passages == before.passages
+        release.set()  # the first reload fails: the old catalog keeps serving
+        for _ in range(300):
+            if not index._reloading:
+                break
+            threading.Event().wait(0.01)
+        assert not index._reloading and index.catalog() is old
+        index._checked_at = 0.0
+        assert index.catalog() is old  # the next look starts another reload...
+        waiter = threading.Thread(target=lambda: index.catalog(check=True))
+        waiter.start()
+        waiter.join(30)
+        new = index.catalog()
+        assert new is not old and new.generation == index.store.generation()  # ...which lands
+        assert new.manifest() == old.manifest()
+    finally:
+        release.set()
+        index._load = real_load  # type: ignore[method-assign]
