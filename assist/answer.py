@@ -165,6 +165,25 @@ def lacks_approved_language(lead: Candidate | None, valid: Sequence[Candidate],
             and valid[0].chunk.article_id != lead.chunk.article_id)
 
 
+def lead_language_first(lead: Candidate | None, valid: Sequence[Candidate],
+                        answer: AnswerSettings) -> list[Candidate]:
+    """``valid`` with the approved language of the ``lead``'s article first, when the
+    question's best match is a ``risk: high`` article's plain text (``lead``) and that
+    article's approved language ranks among the first ``answer.default_top_k`` servable
+    passages (those an answer shows): it is the approved answer to the topic the question
+    matched best, so it leads instead of a neighbour's text (or an escalation,
+    :func:`lacks_approved_language`, which stays for a topic whose approved language ranks
+    lower). The article's passages keep their order among themselves, and so do the rest.
+    Applied by the answer path, ``kb eval tune`` and the approval check alike."""
+    if lead is None or not valid or valid[0].chunk.article_id == lead.chunk.article_id:
+        return list(valid)
+    article = lead.chunk.article_id
+    if not any(c.chunk.article_id == article for c in valid[:answer.default_top_k]):
+        return list(valid)
+    return ([c for c in valid if c.chunk.article_id == article]
+            + [c for c in valid if c.chunk.article_id != article])
+
+
 def lead_would_answer(policy: Policy, lead: Candidate | None, valid: Sequence[Candidate], *,
                       coverage: Callable[[Candidate], float],
                       article_coverage: Callable[[Candidate], float],
@@ -442,6 +461,7 @@ class Assistant:
         valid = [c for c in candidates
                  if self._valid(c, infos.get(c.chunk.article_id), q.audience)]
         lead = self._lead(unservable, candidates, valid, infos, q.audience)
+        valid = lead_language_first(lead, valid, cfg)
         self._decide(policy, result, valid, infos, redacted, top_k, q.text, lead=lead)
         result.latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         self._audit.submit(dict(

@@ -34,6 +34,7 @@ from assist.answer import (
     Assistant,
     disagreement,
     lacks_approved_language,
+    lead_language_first,
     lead_would_answer,
     serve_order,
 )
@@ -355,7 +356,8 @@ class Simulation:
         out, unservable = order(fuse(dense, lexical, retrieval, sentences),
                                 lambda cid: by_id.get(cid) or self.index.chunk(cid),
                                 articles=SHORTLIST)
-        return out, lead_of(unservable)
+        lead = lead_of(unservable)
+        return lead_language_first(lead, out, self.settings.answer), lead
 
     def _statements_of(self, article_id: str) -> Sequence[Statement]:
         if article_id == self._article_id:

@@ -33,7 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from assist.answer import Assistant, Evidence, Question, lacks_approved_language, serve_order
+from assist.answer import (
+    Assistant,
+    Evidence,
+    Question,
+    lacks_approved_language,
+    lead_language_first,
+    serve_order,
+)
 from assist.calibration import (
     SIGNALS,
     TUNABLE_FUSIONS,
@@ -108,17 +115,20 @@ def ranked(ev: Evidence, retrieval: RetrievalSettings) -> list[Candidate]:
 
 
 def ranked_with_lead(ev: Evidence, retrieval: RetrievalSettings,
+                     answer: AnswerSettings | None = None,
                      ) -> tuple[list[Candidate], Candidate | None]:
     """:func:`ranked`, and the unservable hit ranked above every servable one, if any (the
     answer path's rule, :func:`assist.retrieve.order`, on what the database let this case's
-    caller see)."""
+    caller see); with ``answer``, in the order the answer path decides on
+    (:func:`assist.answer.lead_language_first`)."""
     dense = [] if retrieval.fusion == "lexical" else ev.dense
     lexical = [] if retrieval.fusion == "dense" else ev.lexical
     sentences = ev.sentences if uses_sentences(retrieval) else None
     valid, unservable = order(fuse(dense, lexical, retrieval, sentences),
                               lambda cid: ev.chunks.get(cid) or ev.unservable.get(cid),
                               servable=lambda c: c.id in ev.chunks)
-    return valid, lead_of(unservable)
+    lead = lead_of(unservable)
+    return (lead_language_first(lead, valid, answer) if answer else valid), lead
 
 
 def evidence_signals(ev: Evidence, valid: Sequence[Candidate]) -> dict[str, float]:
@@ -132,7 +142,7 @@ def outcome(o: Observed, policy: Policy, *, decide: bool = True) -> CaseResult:
     """The case's result under ``policy`` (``decide=False``: never abstain, to score the
     ranking alone)."""
     ev = o.evidence
-    valid, lead = ranked_with_lead(ev, policy.retrieval)
+    valid, lead = ranked_with_lead(ev, policy.retrieval, policy.answer)
     abstain = decide and (policy.abstains(
         valid, coverage=lambda c: ev.coverage.get(c.chunk.id, 0.0),
         article_coverage=lambda c: ev.article_coverage.get(c.chunk.id, 0.0),
@@ -198,7 +208,7 @@ def fit(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSett
         return best, notes
     rows, escalated = [], []
     for o in seen:
-        valid, lead = ranked_with_lead(o.evidence, best.retrieval)
+        valid, lead = ranked_with_lead(o.evidence, best.retrieval, answer)
         rows.append(evidence_signals(o.evidence, valid))
         escalated.append(lacks_approved_language(lead, valid, answer))
     model = fit_abstention(rows, labels, max_false_abstention=max_false_abstention,

@@ -784,3 +784,54 @@ def test_a_question_never_waits_for_the_catalog_to_reload(kb: dict[str, Any]) ->
     finally:
         release.set()
         index._load = real_load  # type: ignore[method-assign]
+
+
+def test_the_best_matching_high_risk_article_answers_in_its_approved_language(
+        kb: dict[str, Any]) -> None:
+    """The best match is a high-risk article's plain text and a neighbour's passage ranks
+    first among what may be served, but the article's approved block is among the
+    passages an answer shows (``answer.default_top_k``): the block leads the answer rather
+    than the neighbour (or an escalation). The plain text is never served. Ranked outside
+    that window, the question still escalates (``no_approved_language``). `kb eval tune`
+    orders it the same way."""
+    from evals.suites import Case, Suite
+    from evals.tune import observe, outcome
+
+    block = ("We'll review the reversed payment with you and agree how the arrears are "
+             "repaid.")
+    write_article(kb["content"], "bank-reversals", risk="high", title="Bank reversals",
+                  audience=["internal", "vendors"], escalate_to="disputes-team",
+                  body=f"# Bank reversals\n## What happens\n{REVERSAL_PLAIN}\n\n"
+                       f"## What to tell the customer\n::: approved\n{block}\n:::\n")
+    write_article(kb["content"], "card-payments", title="Card payments",
+                  audience=["internal", "vendors"], owner="billing",
+                  body="# Card payments\n## Taking card payments\nIf a customer's bank "
+                       "reversed a card payment they disputed, we take the card payment "
+                       "again on the first of the month.\n")
+    _sync(kb)
+    with Session(kb["engine"], expire_on_commit=False) as s:
+        governance.approve_all(s, approver="lead")
+    _refresh(kb)
+    a = kb["assistant"]
+    question = "the customer's bank reversed a card payment they disputed, what happens now?"
+    for who in ("vendor:acme", "internal"):
+        r = _ask(a, question, audience=who)
+        assert r.status == "answered", r.escalation
+        assert [p.citation.article_id for p in r.passages[:2]] == [
+            "bank-reversals", "card-payments"]
+        assert r.passages[0].text.strip() == block
+        assert not any(REVERSAL_PLAIN in p.text for p in r.passages)
+
+    case = Case(id="c1", question=question, articles=("bank-reversals",), section=None,
+                contains=(), answerable=True, audience=None, group=None, locale=None)
+    suite = Suite(name="s", path=Path("s.yaml"), cases=(case,), sha256="0" * 64)
+    (seen,) = observe(a, suite, default_audience="internal")
+    scored = outcome(seen, a.policy)
+    assert scored.status == "answered" and scored.top_article == "bank-reversals"
+
+    # An answer of one passage shows the neighbour only: the block is outside the window.
+    answer = a.settings.answer.model_copy(update={"default_top_k": 1})
+    narrow = make_assistant(a.settings.model_copy(update={"answer": answer}), kb["engine"],
+                            a.index)
+    r = _ask(narrow, question)
+    assert r.escalation is not None and r.escalation.reason == "no_approved_language"
