@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 import shutil
 import sqlite3
@@ -38,6 +39,8 @@ from assist.chunks import CHUNKER_VERSION, Chunk
 from kb.audience import chunk_views
 from kb.errors import Unavailable
 from kb.settings import IndexSettings
+
+log = logging.getLogger("canon.index")
 
 LAYOUT_VERSION = 2  # 2: one copy per audience label, chunk fields packed in one metadata key
 
@@ -277,8 +280,24 @@ class ChromaStore:
             meta = col.metadata or {}
             key = (str(meta.get("view")), str(meta.get("locale")))
             views.add(key[0])
-            got = col.get(include=["metadatas", "documents", "embeddings"] if want
-                          else ["metadatas", "documents"])
+            got = None
+            if want:
+                try:
+                    got = col.get(include=["metadatas", "documents", "embeddings"])
+                except Exception as exc:
+                    from chromadb.errors import ChromaError  # (chromadb loads lazily)
+
+                    if not isinstance(exc, ChromaError):
+                        raise
+                    # Embedded Chroma opened by a second process (a CLI command while a
+                    # server writes) can hold ids whose vectors it has not loaded yet
+                    # ("Error finding id"): this catalog goes without vectors, and Chroma
+                    # answers its dense queries.
+                    log.info("chunk vectors not loaded; Chroma answers dense queries",
+                             extra={"fields": {"error": str(exc)[:300]}})
+                    want = False
+            if got is None:
+                got = col.get(include=["metadatas", "documents"])
             rows = membership.setdefault(key, [])
             embedded = got["embeddings"] if want else None
             for j, (cid, m, doc) in enumerate(zip(got["ids"], got["metadatas"],

@@ -835,3 +835,35 @@ def test_the_best_matching_high_risk_article_answers_in_its_approved_language(
                             a.index)
     r = _ask(narrow, question)
     assert r.escalation is not None and r.escalation.reason == "no_approved_language"
+
+
+def test_a_catalog_whose_vectors_cannot_be_read_searches_through_chroma(
+        kb: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Embedded Chroma opened by a second process (a CLI command while the server writes)
+    can list ids whose vectors it has not loaded ("Error finding id"): that catalog loads
+    without vectors, Chroma answers its dense queries, and nothing else is lost."""
+    from chromadb.api.models.Collection import Collection
+    from chromadb.errors import InternalError
+
+    a = kb["assistant"]
+    index = a.index
+    question = "what does a flashing orange light on the router mean"
+    before = _ask(a, question)
+    real_get = Collection.get
+
+    def get(self: Any, *args: Any, **kw: Any) -> Any:
+        if "embeddings" in (kw.get("include") or []):
+            raise InternalError("Error executing plan: Internal error: Error finding id")
+        return real_get(self, *args, **kw)
+
+    monkeypatch.setattr(Collection, "get", get)
+    index._catalog = None
+    cat = index.catalog()
+    assert cat.vectors is None and len(cat.chunks) > 0
+    after = _ask(a, question)
+    assert after.status == before.status
+    assert [(p.citation.article_id, p.citation.start) for p in after.passages] == [
+        (p.citation.article_id, p.citation.start) for p in before.passages]
+    monkeypatch.setattr(Collection, "get", real_get)
+    index._catalog = None
+    assert index.catalog().vectors is not None
