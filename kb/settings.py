@@ -151,7 +151,9 @@ class AnswerSettings(BaseModel):
         description="Escalate (`no_approved_language`) when a question matches a high-risk "
                     "article's plain text best and the answer would come from another "
                     "article (or from nothing good enough: then to that article's team, "
-                    "not the default one); off: answer from that article.")
+                    "not the default one); off: answer from that article. Either way, "
+                    "that high-risk article's approved language leads the answer when it "
+                    "ranks among the first `default_top_k` servable passages.")
     default_escalation_team: str = Field(
         default="support-tier2",
         description="Handoff team when the best-matching article names no `escalate_to`.")
