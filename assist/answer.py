@@ -169,16 +169,19 @@ def lead_language_first(lead: Candidate | None, valid: Sequence[Candidate],
                         answer: AnswerSettings) -> list[Candidate]:
     """``valid`` with the approved language of the ``lead``'s article first, when the
     question's best match is a ``risk: high`` article's plain text (``lead``) and that
-    article's approved language ranks among the first ``answer.default_top_k`` servable
-    passages (those an answer shows): it is the approved answer to the topic the question
-    matched best, so it leads instead of a neighbour's text (or an escalation,
-    :func:`lacks_approved_language`, which stays for a topic whose approved language ranks
-    lower). The article's passages keep their order among themselves, and so do the rest.
-    Applied by the answer path, ``kb eval tune`` and the approval check alike."""
+    article's approved language is among the passages an answer of the default length
+    shows (:func:`serve_order`, ``answer.default_top_k`` and ``answer.min_score``; the
+    same whatever ``top_k`` a request asks for): it is the approved answer to the topic
+    the question matched best, so it leads instead of a neighbour's text (and
+    :func:`lacks_approved_language` does not escalate; it still does for a topic whose
+    approved language would not be shown). The article's passages keep their order among
+    themselves, and so do the rest. Applied by the answer path, ``kb eval tune`` and the
+    approval check alike."""
     if lead is None or not valid or valid[0].chunk.article_id == lead.chunk.article_id:
         return list(valid)
     article = lead.chunk.article_id
-    if not any(c.chunk.article_id == article for c in valid[:answer.default_top_k]):
+    shown = serve_order(valid, top_k=answer.default_top_k, min_score=answer.min_score)
+    if not any(c.chunk.article_id == article for c in shown):
         return list(valid)
     return ([c for c in valid if c.chunk.article_id == article]
             + [c for c in valid if c.chunk.article_id != article])

@@ -165,11 +165,17 @@ class Catalog:
                 out.append([])
                 continue
             inside = masks[0] > 0 if len(masks) == 1 else np.sum(masks, axis=0) > 0
-            scores = np.where(inside, row, -np.inf)
-            k = min(n, int(np.count_nonzero(inside)))
+            rows = np.flatnonzero(inside)
+            rows = rows[np.isfinite(row[rows])]  # a broken vector never ranks
+            k = min(n, len(rows))
+            if not k:
+                out.append([])
+                continue
+            scores = row[rows]
             top = np.argpartition(-scores, k - 1)[:k]
             top = top[np.argsort(-scores[top], kind="stable")]
-            out.append([(self.chunks[i].id, float(scores[i])) for i in top.tolist()])
+            out.append([(self.chunks[i].id, float(scores[j]))
+                        for i, j in zip(rows[top].tolist(), top.tolist(), strict=True)])
         return out
 
     def manifest(self) -> dict[str, int]:

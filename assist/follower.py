@@ -119,8 +119,7 @@ def index_lag(session: Session, index: ChunkIndex, *, now: datetime,
               check: bool = True) -> IndexLag:
     """Articles whose served version the index does not hold, and since when."""
     served = served_numbers(session)
-    index.catalog(check=check)
-    indexed = index.manifest()
+    indexed = index.manifest(check=check)
     behind = sorted(a for a in set(served) | set(indexed) if served.get(a) != indexed.get(a))
     if not behind:
         return IndexLag()
@@ -184,6 +183,10 @@ class IndexFollower:
                 if self.lock.held:
                     with Session(self.engine) as session:
                         report = indexer.refresh(session, self.index, max_chars=self.max_chars)
+                    if report.changed:
+                        # Load the new catalog here, on the follower's thread, so the next
+                        # question finds it loaded rather than loading it itself.
+                        self.index.catalog(check=True)
                 if self.last_error is not None:
                     log.info("index follower recovered", extra={"fields": {
                         "was": self.last_error[:500]}})

@@ -92,13 +92,14 @@ class ChunkIndex:
         """The in-memory catalog, rebuilt when another process changed the index (looked up
         at most every ``refresh_seconds``, or now with ``check``).
 
-        A reader (no ``check``: the answer path) that finds the index changed keeps the
-        catalog it holds while the new one loads on another thread, so no question waits
-        for a reload (seconds on a large index, more through a Chroma server). Meanwhile
-        the database re-check still decides what may be served: a new approval serves the
-        previous version for at most ``index.max_lag_seconds``, a retirement stops at once.
-        ``check`` (writers, and anyone comparing with what the index holds now) waits for
-        the current catalog."""
+        A reader (no ``check``: the answer path) that finds the index changed by another
+        process keeps the catalog it holds while the new one loads on another thread, so
+        it does not wait for the reload (seconds on a large index, more through a Chroma
+        server). Meanwhile the database re-check still decides what may be served: a new
+        approval serves the previous version for at most ``index.max_lag_seconds``, a
+        retirement stops at once. ``check`` (writers, and anyone comparing with what the
+        index holds now) waits for the current catalog, and so does every caller after
+        this process's own write (:meth:`bump` drops the catalog)."""
         now = time.monotonic()
         cat = self._catalog
         if cat is not None and not check:
@@ -141,10 +142,11 @@ class ChunkIndex:
             with self._reload_guard:
                 self._reloading = False
 
-    def manifest(self) -> dict[str, int]:
+    def manifest(self, *, check: bool = True) -> dict[str, int]:
         """Article id -> version number currently indexed (including served versions that
-        have nothing to index), as the index holds them now."""
-        return self.catalog(check=True).manifest()
+        have nothing to index), as the index holds them now (``check=False``: as this
+        process's catalog holds them, which may be up to a reload behind)."""
+        return self.catalog(check=check).manifest()
 
     def warm(self) -> None:
         """Load what the first question would otherwise wait for: the question graph, the

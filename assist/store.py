@@ -299,7 +299,7 @@ class ChromaStore:
             if got is None:
                 got = col.get(include=["metadatas", "documents"])
             rows = membership.setdefault(key, [])
-            embedded = got["embeddings"] if want else None
+            embedded = np.asarray(got["embeddings"], dtype=np.float32) if want else None
             for j, (cid, m, doc) in enumerate(zip(got["ids"], got["metadatas"],
                                                   got["documents"], strict=True)):
                 if cid not in ids:
@@ -307,7 +307,7 @@ class ChromaStore:
                     chunks.append(_from_meta(dict(m), doc))
                     sentences.append(m.get("sentences"))
                     if embedded is not None:
-                        found.append(np.asarray(embedded[j], dtype=np.float32))
+                        found.append(embedded[j])
                 rows.append(ids[cid])
         matrix = None
         if want and len(found) == len(chunks):

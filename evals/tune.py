@@ -128,7 +128,9 @@ def ranked_with_lead(ev: Evidence, retrieval: RetrievalSettings,
                               lambda cid: ev.chunks.get(cid) or ev.unservable.get(cid),
                               servable=lambda c: c.id in ev.chunks)
     lead = lead_of(unservable)
-    return (lead_language_first(lead, valid, answer) if answer else valid), lead
+    if answer is not None:
+        valid = lead_language_first(lead, valid, answer)
+    return valid, lead
 
 
 def evidence_signals(ev: Evidence, valid: Sequence[Candidate]) -> dict[str, float]:

@@ -68,11 +68,12 @@ class IndexSettings(BaseModel):
     embedder_threads: int = Field(
         default=0, ge=0, description="ONNX Runtime threads per forward pass; 0 = every core.")
     memory_search_max_chunks: int = Field(
-        default=100_000, ge=0,
-        description="Up to this many indexed chunks, each process also keeps their vectors "
-                    "in memory (about 1.6 KB per chunk) and answers the dense query there: "
-                    "an exact search, faster than a Chroma query; above it, or 0, Chroma's "
-                    "HNSW answers it.")
+        default=50_000, ge=0,
+        description="Up to this many indexed chunk copies (a chunk counts once per audience "
+                    "view it is stored in), each process also keeps the vectors in memory "
+                    "(1.5 KB per chunk, and a few times that while a catalog loads) "
+                    "and answers the dense query there: an exact search, faster than a "
+                    "Chroma query; above it, or 0, Chroma's HNSW answers it.")
     hnsw_ef_search: int = Field(
         default=400, ge=1, description="Chroma HNSW search breadth (higher: better recall, "
                                        "slower queries).")

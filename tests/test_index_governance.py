@@ -821,6 +821,9 @@ def test_the_best_matching_high_risk_article_answers_in_its_approved_language(
             "bank-reversals", "card-payments"]
         assert r.passages[0].text.strip() == block
         assert not any(REVERSAL_PLAIN in p.text for p in r.passages)
+    # The same lead whatever length of answer a request asks for.
+    r = _ask(a, question, top_k=1)
+    assert [p.citation.article_id for p in r.passages] == ["bank-reversals"]
 
     case = Case(id="c1", question=question, articles=("bank-reversals",), section=None,
                 contains=(), answerable=True, audience=None, group=None, locale=None)
