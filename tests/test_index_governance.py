@@ -426,21 +426,25 @@ REVERSAL_PLAIN = ("When a customer's bank reverses a card payment the customer d
                   "the bank, the payment is taken back and the account goes into arrears.")
 
 
-def _write_high_risk(kb: dict[str, Any], article_id: str, title: str, plain: str) -> None:
+def _write_high_risk(kb: dict[str, Any], article_id: str, title: str, plain: str,
+                     more: str = "") -> None:
     write_article(kb["content"], article_id, risk="high", title=title,
                   audience=["internal", "vendors"], escalate_to="disputes-team",
-                  body=f"# {title}\n## What happens\n{plain}\n")
+                  body=f"# {title}\n## What happens\n{plain}\n{more}")
 
 
-def _add_reversals(kb: dict[str, Any], *, article_id: str, title: str, plain: str) -> None:
-    """A high-risk article with no approved language, and a low-risk one about card
-    payments next to it."""
-    _write_high_risk(kb, article_id, title, plain)
+CARD_PAYMENTS = ("We take a customer's card payment on the first of each month; the "
+                 "customer can change the card in the app.")
+
+
+def _add_reversals(kb: dict[str, Any], *, article_id: str, title: str, plain: str,
+                   more: str = "", card: str = CARD_PAYMENTS) -> None:
+    """A high-risk article (with no approved language unless ``more`` adds some), and a
+    low-risk one about card payments next to it."""
+    _write_high_risk(kb, article_id, title, plain, more)
     write_article(kb["content"], "card-payments", title="Card payments",
                   audience=["internal", "vendors"], owner="billing",
-                  body="# Card payments\n## Taking card payments\nWe take a customer's card "
-                       "payment on the first of each month; the customer can change the "
-                       "card in the app.\n")
+                  body=f"# Card payments\n## Taking card payments\n{card}\n")
     _sync(kb)
     with Session(kb["engine"], expire_on_commit=False) as s:
         governance.approve_all(s, approver="lead")
@@ -799,19 +803,11 @@ def test_the_best_matching_high_risk_article_answers_in_its_approved_language(
 
     block = ("We'll review the reversed payment with you and agree how the arrears are "
              "repaid.")
-    write_article(kb["content"], "bank-reversals", risk="high", title="Bank reversals",
-                  audience=["internal", "vendors"], escalate_to="disputes-team",
-                  body=f"# Bank reversals\n## What happens\n{REVERSAL_PLAIN}\n\n"
-                       f"## What to tell the customer\n::: approved\n{block}\n:::\n")
-    write_article(kb["content"], "card-payments", title="Card payments",
-                  audience=["internal", "vendors"], owner="billing",
-                  body="# Card payments\n## Taking card payments\nIf a customer's bank "
-                       "reversed a card payment they disputed, we take the card payment "
-                       "again on the first of the month.\n")
-    _sync(kb)
-    with Session(kb["engine"], expire_on_commit=False) as s:
-        governance.approve_all(s, approver="lead")
-    _refresh(kb)
+    _add_reversals(kb, article_id="bank-reversals", title="Bank reversals",
+                   plain=REVERSAL_PLAIN,
+                   more=f"\n## What to tell the customer\n::: approved\n{block}\n:::\n",
+                   card="If a customer's bank reversed a card payment they disputed, we take "
+                        "the card payment again on the first of the month.")
     a = kb["assistant"]
     question = "the customer's bank reversed a card payment they disputed, what happens now?"
     for who in ("vendor:acme", "internal"):
