@@ -99,14 +99,23 @@ class ChunkIndex:
         approval serves the previous version for at most ``index.max_lag_seconds``, a
         retirement stops at once. ``check`` (writers, and anyone comparing with what the
         index holds now) waits for the current catalog, and so does every caller after
-        this process's own write (:meth:`bump` drops the catalog)."""
+        this process's own write (:meth:`bump` drops the catalog). A reader whose catalog
+        holds the vectors keeps answering from it while the index server is away."""
         now = time.monotonic()
         cat = self._catalog
         if cat is not None and not check:
             if now - self._checked_at < self.refresh_seconds:
                 return cat
             self._checked_at = now
-            if self.store.generation() != cat.generation:
+            try:
+                gen = self.store.generation()
+            except Unavailable:
+                if cat.vectors is None:
+                    raise  # Chroma answers this catalog's dense queries: 503
+                # The vectors are here: keep answering from them (re-checked against the
+                # database as always) while the index server is away; /readyz says so.
+                return cat
+            if gen != cat.generation:
                 self._reload_in_background()
             return cat
         with self._lock:

@@ -866,3 +866,33 @@ def test_a_catalog_whose_vectors_cannot_be_read_searches_through_chroma(
     monkeypatch.setattr(Collection, "get", real_get)
     index._catalog = None
     assert index.catalog().vectors is not None
+
+
+def test_an_index_server_outage_leaves_a_catalog_with_vectors_answering(
+        kb: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the index server is away, a catalog that holds the vectors keeps answering
+    (re-checked against the database as always); one without them (over the memory cap)
+    cannot search, and the question fails as unavailable (503)."""
+    import dataclasses
+
+    from kb.errors import Unavailable
+
+    a = kb["assistant"]
+    index = a.index
+    question = "what does a flashing orange light on the router mean"
+    before = _ask(a, question)
+
+    def away() -> str:
+        raise Unavailable("Chroma is not reachable")
+
+    monkeypatch.setattr(index.store, "generation", away)
+    index._checked_at = 0.0
+    r = _ask(a, question)
+    assert r.status == before.status
+    assert [p.citation.article_id for p in r.passages] == [
+        p.citation.article_id for p in before.passages]
+    cat = index.catalog()
+    index._catalog = dataclasses.replace(cat, vectors=None)
+    index._checked_at = 0.0
+    with pytest.raises(Unavailable):
+        index.catalog()

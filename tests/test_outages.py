@@ -168,7 +168,14 @@ def test_dependencies_go_away_and_come_back(tmp_path: Path) -> None:
             back()
 
             stop(chroma)
-            away("index", "Chroma")
+            # The workers' catalogs hold the vectors (index.memory_search_max_chunks): they
+            # keep answering, the approved text only, while /readyz says the index is away.
+            _until("/readyz names index", lambda: (
+                (r := http("GET", f"{base}/readyz"))[0] == 503 and "index" in r[1]["missing"]))
+            for _ in range(6):
+                status, body = _ask(base, token)
+                assert status == 200, body
+                _check_served(body, approved_sha, approved_text)
             chroma = start_chroma(chroma_bin, tmp_path / "chroma", cport)
             back()
 
