@@ -160,12 +160,11 @@ class Catalog:
             sims = (q / np.where(norms > 0, norms, 1.0)) @ self.vectors  # questions x chunks
         out: list[list[tuple[str, float]]] = []
         for row, (views, locale, n) in zip(sims, asks, strict=True):
-            masks = [m for v in views if (m := self.masks.get((v, locale))) is not None]
-            if not masks or n <= 0:
+            mask = self.view_mask(views, locale)
+            if mask is None or n <= 0:
                 out.append([])
                 continue
-            inside = masks[0] > 0 if len(masks) == 1 else np.sum(masks, axis=0) > 0
-            rows = np.flatnonzero(inside)
+            rows = np.flatnonzero(mask)
             rows = rows[np.isfinite(row[rows])]  # a broken vector never ranks
             k = min(n, len(rows))
             if not k:
@@ -278,13 +277,20 @@ class Catalog:
         k1 = float(getattr(self.bm25, "k1", 1.5))
         return sum(self.idf.get(t, 0.0) for t in set(tokens)) * (k1 + 1)
 
+    def view_mask(self, views: Sequence[str], locale: str) -> NDArray[np.float32] | None:
+        """1.0 at the positions of the chunks in any of these views' collections of
+        ``locale``, else 0.0; None when none of them exists."""
+        masks = [m for v in views if (m := self.masks.get((v, locale))) is not None]
+        if not masks:
+            return None
+        return masks[0] if len(masks) == 1 else np.minimum(np.sum(masks, axis=0), 1.0)
+
     def lexical(self, tokens: list[str], *, views: Sequence[str], locale: str,
                 n: int) -> list[tuple[str, float]]:
         """(chunk id, BM25 score), best first, within the views and locale."""
-        masks = [m for v in views if (m := self.masks.get((v, locale))) is not None]
-        if self.bm25 is None or not masks or not tokens:
+        mask = self.view_mask(views, locale)
+        if self.bm25 is None or mask is None or not tokens:
             return []
-        mask = masks[0] if len(masks) == 1 else np.minimum(np.sum(masks, axis=0), 1.0)
         ids = self.bm25.get_tokens_ids(tokens)
         if not ids:
             return []
@@ -313,7 +319,8 @@ def build_catalog(
     """BM25, term statistics and per-collection masks for ``chunks`` (``membership``: the
     positions of the chunks of each (view, locale) collection); ``sentences``: each chunk's
     packed sentence vectors (:func:`assist.sentences.pack`, of ``dim``), by position;
-    ``vectors``: each chunk's vector, by position, to search in memory (or None)."""
+    ``vectors``: every chunk's vector as a column, by position (unit length: dim x
+    chunks), to search in memory (or None)."""
     bm25 = None
     corpus = [tokenize(c.lexical_text()) or ["_"] for c in chunks]
     if chunks:
@@ -338,5 +345,5 @@ def build_catalog(
     sizes = {key: len(rows) for key, rows in membership.items()}
     return Catalog(generation, chunks, ids, bm25, masks, sizes, views, idf, terms, empty,
                    article_terms, SentenceVectors(sentences, dim),
-                   np.ascontiguousarray(vectors.T)
-                   if vectors is not None and len(vectors) == len(chunks) else None)
+                   vectors if vectors is not None and vectors.shape[1] == len(chunks)
+                   else None)

@@ -138,7 +138,8 @@ class Contents:
     membership: dict[tuple[str, str], list[int]]  # (view, locale) -> positions
     views: set[str]
     sentences: list[str | None]  # packed sentence vectors, by position
-    # each chunk's vector, by position (unit rows), if they were asked for
+    # every chunk's vector as a column, by position (unit length: dim x chunks), if they
+    # were asked for
     vectors: NDArray[np.float32] | None = None
 
 
@@ -310,11 +311,10 @@ class ChromaStore:
                         found.append(embedded[j])
                 rows.append(ids[cid])
         matrix = None
-        if want and len(found) == len(chunks):
-            matrix = np.vstack(found) if found else None
-            if matrix is not None:
-                norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-                matrix /= np.where(norms > 0, norms, 1.0)
+        if want and found and len(found) == len(chunks):
+            matrix = np.stack(found, axis=1)  # one copy, already as the search reads it
+            norms = np.linalg.norm(matrix, axis=0, keepdims=True)
+            matrix /= np.where(norms > 0, norms, 1.0)
         return Contents(chunks, ids, membership, views, sentences, matrix)
 
     @_reachable

@@ -23,7 +23,7 @@ def _catalog(vectors: np.ndarray) -> tuple[list[Chunk], Catalog]:
     membership = {("internal", "en"): list(range(6)), ("vendors", "en"): [3, 4, 5]}
     cat = build_catalog("g1", chunks=chunks, ids={c.id: i for i, c in enumerate(chunks)},
                         membership=membership, views={"internal", "vendors"}, empty={},
-                        tokenize=str.split, vectors=vectors)
+                        tokenize=str.split, vectors=np.ascontiguousarray(vectors.T))
     return chunks, cat
 
 
