@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from assist.batching import Batcher
 from assist.calibration import Policy, confidence, policy_for
+from assist.catalog import Catalog
 from assist.chunks import Chunk, passage_sha256
 from assist.gaps import MeaningGroups
 from assist.index import ChunkIndex
@@ -429,7 +430,9 @@ class Assistant:
         locale = q.locale or cfg.default_locale
         top_k = max(1, min(q.top_k or cfg.default_top_k, cfg.max_top_k))
         redacted = redact(q.text)
-        views = caller_views(q.audience, self.index.views())
+        # One catalog from start to end: a newer one may come in on another thread meanwhile.
+        catalog = self.index.catalog()
+        views = caller_views(q.audience, self.index.views(catalog))
         n = candidate_count(self.settings.retrieval, q.tags)
         # BM25, and the look at the governance clock (what the database serves, the tuning
         # in use), run on another core while the question is embedded and Chroma searched.
@@ -437,17 +440,18 @@ class Assistant:
         # committed before it.
         following = self._side.submit(self._follow_now)
         lexical = None if self.settings.retrieval.fusion == "dense" else self._side.submit(
-            self.index.lexical, q.text, views=views, locale=locale, n=n)
-        vector, dense = self.index.search(q.text, views=views, locale=locale, n=n)
+            self.index.lexical, q.text, views=views, locale=locale, n=n, catalog=catalog)
+        vector, dense = self.index.search(q.text, views=views, locale=locale, n=n,
+                                          catalog=catalog)
         result = AssistResult(query_id=query_id, status=NO_ANSWER)
 
         policy = following.result()
         candidates, unservable = self._candidates(
-            policy, q.text, vector, views, locale, q.tags, dense=dense,
+            policy, q.text, vector, views, locale, q.tags, catalog, dense=dense,
             lexical=lexical.result() if lexical else None)
         if locale != cfg.default_locale and confidence(candidates) < cfg.min_score:
             fallback, fallback_unservable = self._candidates(
-                policy, q.text, vector, views, cfg.default_locale, q.tags)
+                policy, q.text, vector, views, cfg.default_locale, q.tags, catalog)
             if fallback:
                 result.warnings.append({
                     "code": "locale_fallback",
@@ -465,7 +469,8 @@ class Assistant:
                  if self._valid(c, infos.get(c.chunk.article_id), q.audience)]
         lead = self._lead(unservable, candidates, valid, infos, q.audience)
         valid = lead_language_first(lead, valid, cfg)
-        self._decide(policy, result, valid, infos, redacted, top_k, q.text, lead=lead)
+        self._decide(policy, result, valid, infos, redacted, top_k, q.text, lead=lead,
+                     catalog=catalog)
         result.latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         self._audit.submit(dict(
             id=query_id, at=self.clock(), caller=q.caller, audience=q.audience, locale=locale,
@@ -487,12 +492,13 @@ class Assistant:
         re-check as :meth:`ask`). ``kb eval tune`` ranks and decides on it under many
         settings without asking again. Nothing is logged."""
         locale = q.locale or self.settings.answer.default_locale
-        views = caller_views(q.audience, self.index.views())
+        cat = self.index.catalog()
+        views = caller_views(q.audience, self.index.views(cat))
         n = candidate_count(self.settings.retrieval, q.tags)
-        vector, dense = self.index.search(q.text, views=views, locale=locale, n=n)
-        lexical = self.index.lexical(q.text, views=views, locale=locale, n=n)
+        vector, dense = self.index.search(q.text, views=views, locale=locale, n=n, catalog=cat)
+        lexical = self.index.lexical(q.text, views=views, locale=locale, n=n, catalog=cat)
         hits = list(dict.fromkeys([cid for cid, _ in dense] + [cid for cid, _ in lexical]))
-        found = {cid: c for cid in hits if (c := self.index.chunk(cid)) is not None
+        found = {cid: c for cid in hits if (c := self.index.chunk(cid, cat)) is not None
                  and (not q.tags or q.tags & set(c.tags))}
         articles = list(dict.fromkeys(c.article_id for c in found.values()))
         self._follow_now()
@@ -505,20 +511,20 @@ class Assistant:
                   if self._servable(c, infos.get(c.article_id))}
         return Evidence(dense=dense, lexical=lexical, chunks=chunks,
                         unservable={cid: c for cid, c in current.items() if cid not in chunks},
-                        coverage={cid: self.index.coverage(q.text, cid) for cid in chunks},
-                        article_coverage={cid: self.index.article_coverage(q.text, cid)
+                        coverage={cid: self.index.coverage(q.text, cid, cat) for cid in chunks},
+                        article_coverage={cid: self.index.article_coverage(q.text, cid, cat)
                                           for cid in chunks},
-                        lexical_ceiling=self.index.lexical_ceiling(q.text),
-                        sentences=self.index.sentence_scores(vector, hits))
+                        lexical_ceiling=self.index.lexical_ceiling(q.text, cat),
+                        sentences=self.index.sentence_scores(vector, hits, cat))
 
     def _candidates(self, policy: Policy, text: str, vector: Any, views: tuple[str, ...],
-                    locale: str, tags: frozenset[str], *,
+                    locale: str, tags: frozenset[str], catalog: Catalog, *,
                     dense: list[tuple[str, float]] | None = None,
                     lexical: list[tuple[str, float]] | None = None,
                     ) -> tuple[list[Candidate], list[tuple[int, Candidate]]]:
         return rank(self.index, question=text, vector=vector, views=views, locale=locale,
                     settings=policy.retrieval, tags=tags, dense=dense, lexical=lexical,
-                    articles=SHORTLIST)
+                    articles=SHORTLIST, catalog=catalog)
 
     def _lacks_approved_language(self, result: AssistResult, lead: Candidate,
                                  info: ServedInfo, question: str) -> None:
@@ -537,16 +543,19 @@ class Assistant:
 
     def _decide(self, policy: Policy, result: AssistResult, valid: list[Candidate],
                 infos: dict[str, ServedInfo], question: str, top_k: int,
-                raw_question: str = "", *, lead: Candidate | None = None) -> None:
+                raw_question: str = "", *, lead: Candidate | None = None,
+                catalog: Catalog | None = None) -> None:
         cfg = self.settings.answer
+        cat = catalog or self.index.catalog()
+
         def coverage(c: Candidate) -> float:
-            return self.index.coverage(raw_question, c.chunk.id)
+            return self.index.coverage(raw_question, c.chunk.id, cat)
 
         def article_coverage(c: Candidate) -> float:
-            return self.index.article_coverage(raw_question, c.chunk.id)
+            return self.index.article_coverage(raw_question, c.chunk.id, cat)
 
         def lexical_ceiling() -> float:
-            return self.index.lexical_ceiling(raw_question)
+            return self.index.lexical_ceiling(raw_question, cat)
 
         weak = policy.abstains(valid, coverage=coverage, article_coverage=article_coverage,
                                lexical_ceiling=lexical_ceiling)
@@ -593,7 +602,7 @@ class Assistant:
             return info.freshness.stale and stored_risk(info.meta) == "high"
 
         chosen = serve_order(valid, top_k=top_k, min_score=cfg.min_score, withheld=withheld)
-        rival = self._rival(top, valid, infos, chosen)
+        rival = self._rival(top, valid, infos, chosen, catalog=cat)
         if rival is not None:
             a, b, clash = rival
             a_info, b_info = infos[a.chunk.article_id], infos[b.chunk.article_id]
@@ -621,7 +630,8 @@ class Assistant:
     _ledger: Ledger | None = None  # statements of every indexed article (built on first use)
 
     def _rival(self, top: Candidate, valid: list[Candidate], infos: dict[str, ServedInfo],
-               served: Sequence[Candidate] = ()) -> tuple[Candidate, Candidate, Clash] | None:
+               served: Sequence[Candidate] = (), *, catalog: Catalog | None = None,
+               ) -> tuple[Candidate, Candidate, Clash] | None:
         """Two passages that must not be served together: from unrelated articles, stating
         different values for the same thing — the top passage and a runner-up about as
         close to the question (within ``ambiguity_margin``), or two of those ``served``.
@@ -632,7 +642,7 @@ class Assistant:
             extra = infos[article_id].meta.get("extra") or {}
             return str(extra.get("translation_of") or article_id)
 
-        catalog = self.index.catalog()
+        catalog = catalog or self.index.catalog()
         ledger = self._ledger = self._ledger or Ledger()
 
         def statements_of(article_id: str) -> Sequence[Statement]:

@@ -327,7 +327,7 @@ class Simulation:
                     locale: str, article_id: str, chunks: Sequence[Chunk],
                     ) -> tuple[list[Candidate], Candidate | None]:
         retrieval = self.policy.retrieval
-        views = caller_views(audience, self.index.views())
+        views = caller_views(audience, self.index.views(self.catalog))
         n = candidate_count(retrieval, frozenset())
         own = sum(c.article_id == article_id for c in self.catalog.chunks)
         mine = [c for c in chunks if c.locale == locale and visible(c.audience, audience)
@@ -337,12 +337,14 @@ class Simulation:
         dense: list[tuple[str, float]] = []
         lexical: list[tuple[str, float]] = []
         if retrieval.fusion != "lexical":
-            hits = self.index.dense(vector, views=views, locale=locale, n=n + own)
+            hits = self.index.dense(vector, views=views, locale=locale, n=n + own,
+                                    catalog=self.catalog)
             dense = [(cid, s) for cid, s in hits if not cid.startswith(f"{article_id}|")]
             dense += [(c.id, float(self._vector(c) @ vector)) for c in mine]
             dense = sorted(dense, key=lambda t: -t[1])[:n]
         if retrieval.fusion != "dense":
-            hits = self.index.lexical(question, views=views, locale=locale, n=n + own)
+            hits = self.index.lexical(question, views=views, locale=locale, n=n + own,
+                                      catalog=self.catalog)
             lexical = [(cid, s) for cid, s in hits if not cid.startswith(f"{article_id}|")]
             lexical += [(c.id, s) for c in mine if (s := self._bm25(question, c)) > 0]
             lexical = sorted(lexical, key=lambda t: -t[1])[:n]
@@ -354,7 +356,7 @@ class Simulation:
         # As the answer path (assist.retrieve.rank): the shortlist of what may be served,
         # and the unservable text ranked above all of it.
         out, unservable = order(fuse(dense, lexical, retrieval, sentences),
-                                lambda cid: by_id.get(cid) or self.index.chunk(cid),
+                                lambda cid: by_id.get(cid) or self.index.chunk(cid, self.catalog),
                                 articles=SHORTLIST)
         lead = lead_of(unservable)
         return lead_language_first(lead, out, self.settings.answer), lead
@@ -444,7 +446,7 @@ class Simulation:
 
     def _coverage(self, question: str, chunk: Chunk, replaced: set[str]) -> float:
         if chunk.id not in replaced:
-            return self.index.coverage(question, chunk.id)
+            return self.index.coverage(question, chunk.id, self.catalog)
         return self.catalog.covered(set(self._terms(question)),
                                     set(self._tokenize(chunk.lexical_text())))
 
@@ -452,7 +454,7 @@ class Simulation:
         """As :meth:`assist.index.ChunkIndex.article_coverage`; a replacement chunk's article
         is the version being approved (its servable chunks)."""
         if chunk.id not in replaced:
-            return self.index.article_coverage(question, chunk.id)
+            return self.index.article_coverage(question, chunk.id, self.catalog)
         terms = {t for c in self._chunks for t in self._tokenize(c.lexical_text())}
         return self.catalog.covered(set(self._terms(question)), terms)
 

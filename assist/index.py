@@ -53,6 +53,7 @@ class _Search:
     views: tuple[str, ...]
     locale: str
     n: int
+    catalog: Catalog | None = None
 
 
 class ChunkIndex:
@@ -202,30 +203,37 @@ class ChunkIndex:
             self._reads[key] = found
         return found
 
-    def embed_questions(self, questions: Sequence[str]) -> NDArray[np.float32]:
+    def embed_questions(self, questions: Sequence[str],
+                        catalog: Catalog | None = None) -> NDArray[np.float32]:
         """Question vectors as the answer path makes them: mended, at query precision."""
-        return self.embedder.embed_queries([self.mend(q) for q in questions])
+        cat = catalog or self.catalog()
+        return self.embedder.embed_queries([self.mend(q, cat) for q in questions])
 
-    def coverage(self, question: str, cid: str) -> float:
+    # Every read below takes the ``catalog`` its caller holds: one question reads one
+    # catalog from start to end (:meth:`catalog` may swap in a newer one at any moment, on
+    # another thread), so the ids one step found are the ids the next step looks up.
+
+    def coverage(self, question: str, cid: str, catalog: Catalog | None = None) -> float:
         """Share of the question's IDF-weighted terms that occur in the chunk (its title,
         headings and tags included). Terms the knowledge base has never seen weigh most."""
-        cat = self.catalog()
+        cat = catalog or self.catalog()
         return cat.coverage(set(self.query_terms(question, cat)), cid)
 
-    def article_coverage(self, question: str, cid: str) -> float:
+    def article_coverage(self, question: str, cid: str,
+                         catalog: Catalog | None = None) -> float:
         """Share of the question's IDF-weighted terms that occur anywhere in the chunk's
         article version (see :meth:`assist.catalog.Catalog.article_coverage`)."""
-        cat = self.catalog()
+        cat = catalog or self.catalog()
         return cat.article_coverage(set(self.query_terms(question, cat)), cid)
 
-    def lexical_ceiling(self, question: str) -> float:
+    def lexical_ceiling(self, question: str, catalog: Catalog | None = None) -> float:
         """The most BM25 score a passage can get for the question (see
         :meth:`assist.catalog.Catalog.lexical_ceiling`)."""
-        cat = self.catalog()
+        cat = catalog or self.catalog()
         return cat.lexical_ceiling(self.query_terms(question, cat))
 
-    def views(self) -> set[str]:
-        return self.catalog().views
+    def views(self, catalog: Catalog | None = None) -> set[str]:
+        return (catalog or self.catalog()).views
 
     def chunk(self, cid: str, catalog: Catalog | None = None) -> Chunk | None:
         """The chunk ``cid`` (``catalog``: the one the caller already holds)."""
@@ -300,38 +308,54 @@ class ChunkIndex:
     # --- reads ------------------------------------------------------------------------
 
     def dense(self, vector: NDArray[np.float32], *, views: Sequence[str], locale: str,
-              n: int) -> list[tuple[str, float]]:
+              n: int, catalog: Catalog | None = None) -> list[tuple[str, float]]:
         """(chunk id, cosine similarity), best first, from the caller's collections."""
-        return self._dense_many(vector[None, :], [(tuple(views), locale, n)])[0]
+        return self._dense_many(vector[None, :], [(tuple(views), locale, n)], catalog)[0]
 
-    def search(self, question: str, *, views: Sequence[str], locale: str,
-               n: int) -> tuple[NDArray[np.float32], list[tuple[str, float]]]:
+    def search(self, question: str, *, views: Sequence[str], locale: str, n: int,
+               catalog: Catalog | None = None,
+               ) -> tuple[NDArray[np.float32], list[tuple[str, float]]]:
         """Embed ``question`` and run :meth:`dense` with it: (vector, hits).
 
         Concurrent callers are micro-batched: one forward pass for all their questions and
         one Chroma query per collection for all their vectors (a batched query costs about
         60% of separate ones)."""
-        return self._searches.submit(_Search(question, tuple(views), locale, n))
+        return self._searches.submit(_Search(question, tuple(views), locale, n,
+                                             catalog or self.catalog()))
 
     def _search_batch(
         self, items: list[_Search],
     ) -> list[tuple[NDArray[np.float32], list[tuple[str, float]]]]:
-        vectors = self.embed_questions([s.question for s in items])
-        hits = self._dense_many(vectors, [(s.views, s.locale, s.n) for s in items])
+        # Each question is read with the catalog its caller holds (concurrent callers may
+        # hold different ones while a new catalog comes in).
+        groups: dict[int, list[int]] = {}
+        for i, s in enumerate(items):
+            groups.setdefault(id(s.catalog), []).append(i)
+        vectors = np.empty((len(items), self.embedder.dim), dtype=np.float32)
+        hits: list[list[tuple[str, float]]] = [[] for _ in items]
+        for rows in groups.values():
+            cat = items[rows[0]].catalog or self.catalog()
+            vectors[rows] = self.embed_questions([items[i].question for i in rows], cat)
+            found = self._dense_many(vectors[rows],
+                                     [(items[i].views, items[i].locale, items[i].n)
+                                      for i in rows], cat)
+            for i, h in zip(rows, found, strict=True):
+                hits[i] = h
         return list(zip(vectors, hits, strict=True))
 
     def _dense_many(self, vectors: NDArray[np.float32],
-                    asks: list[tuple[tuple[str, ...], str, int]]) -> list[list[tuple[str, float]]]:
+                    asks: list[tuple[tuple[str, ...], str, int]],
+                    catalog: Catalog | None = None) -> list[list[tuple[str, float]]]:
         """For each vector and its (views, locale, n): hits from those collections; searched
-        in this process's memory when the catalog holds the vectors
+        in this process's memory when the ``catalog`` held holds the vectors
         (``index.memory_search_max_chunks``), else by Chroma."""
-        cat = self.catalog()
+        cat = catalog or self.catalog()
         if cat.vectors is not None:
             return cat.dense(vectors, asks)
         return self.store.query(vectors, asks, sizes=cat.sizes)
 
-    def lexical(self, query: str, *, views: Sequence[str], locale: str,
-                n: int) -> list[tuple[str, float]]:
+    def lexical(self, query: str, *, views: Sequence[str], locale: str, n: int,
+                catalog: Catalog | None = None) -> list[tuple[str, float]]:
         """(chunk id, BM25 score), best first, within the caller's views and locale."""
-        cat = self.catalog()
+        cat = catalog or self.catalog()
         return cat.lexical(self.query_terms(query, cat), views=views, locale=locale, n=n)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from assist.catalog import Catalog
 from assist.chunks import Chunk
 from assist.index import ChunkIndex
 from kb.settings import RetrievalSettings
@@ -147,6 +148,7 @@ def rank(
     dense: list[tuple[str, float]] | None = None,
     lexical: list[tuple[str, float]] | None = None,
     articles: int | None = None,
+    catalog: Catalog | None = None,
 ) -> tuple[list[Candidate], list[tuple[int, Candidate]]]:
     """(servable candidates from the caller's views in one locale, best first; the
     unservable ones ranked among them).
@@ -158,17 +160,18 @@ def rank(
     re-checks both against the database). ``dense`` / ``lexical``: hits already found
     (:meth:`ChunkIndex.search`, :meth:`ChunkIndex.lexical`), else queried here.
     ``articles``: only the candidates of the best that many articles (the answer path's
-    shortlist)."""
+    shortlist). ``catalog``: the one the question has read so far (the hits' ids are its
+    ids), else the index's current one."""
+    cat = catalog or index.catalog()
     n = candidate_count(settings, tags)
     if settings.fusion == "dense":
         lexical = []
     elif lexical is None:
-        lexical = index.lexical(question, views=views, locale=locale, n=n)
+        lexical = index.lexical(question, views=views, locale=locale, n=n, catalog=cat)
     if settings.fusion == "lexical":
         dense = []
     elif dense is None:
-        dense = index.dense(vector, views=views, locale=locale, n=n)
-    cat = index.catalog()
+        dense = index.dense(vector, views=views, locale=locale, n=n, catalog=cat)
 
     def chunk_of(cid: str) -> Chunk | None:
         chunk = index.chunk(cid, cat)

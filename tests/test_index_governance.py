@@ -6,6 +6,7 @@ KB_TEST_DATABASE_URL is set).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -788,6 +789,47 @@ def test_a_question_never_waits_for_the_catalog_to_reload(kb: dict[str, Any]) ->
     finally:
         release.set()
         index._load = real_load  # type: ignore[method-assign]
+
+
+@pytest.mark.slow
+def test_a_question_reads_one_catalog_while_a_new_one_lands(kb: dict[str, Any]) -> None:
+    """A catalog loaded on another thread can land while a question is half answered. The
+    question keeps reading the catalog it started with: the ids its search found are the
+    ids its ranking looks up. (Reading the newer one there lost every hit of the previous
+    version, and the question escalated while the previous approved text was still due.)"""
+    a = kb["assistant"]
+    index = a.index
+    question = "what does a flashing orange light on the router mean"
+    old = index.catalog(check=True)
+    (kb["content"] / "router-lights.md").write_text(article_text(
+        "router-lights", title="Router lights", audience=["internal", "vendors"],
+        owner="network-ops", body=ROUTER_BODY.replace("five minutes", "ten minutes")))
+    _sync(kb)
+    _approve(kb, "router-lights")
+    _refresh(kb)  # another process would do this; here it is this index, put back below
+    new = index.catalog(check=True)
+    assert new.manifest()["router-lights"] == 2 and old.manifest()["router-lights"] == 1
+    real = index._dense_many
+
+    def then_the_new_catalog_lands(*args: Any, **kw: Any) -> Any:
+        hits = real(*args, **kw)
+        index._catalog = new  # the background reload finishes right after the search
+        return hits
+
+    index._catalog = old  # this process has not loaded the new version yet
+    index._checked_at = time.monotonic()
+    index._dense_many = then_the_new_catalog_lands  # type: ignore[method-assign]
+    try:
+        r = _ask(a, question)
+    finally:
+        index._dense_many = real  # type: ignore[method-assign]
+    assert index._catalog is new
+    assert r.status == "answered", r.escalation
+    top = r.passages[0].citation
+    assert (top.article_id, top.version) == ("router-lights", 1)  # the previous approved text
+    assert "five minutes" in r.passages[0].text
+    r = _ask(a, question)  # the next question reads the new catalog
+    assert (r.passages[0].citation.version, "ten minutes" in r.passages[0].text) == (2, True)
 
 
 def test_the_best_matching_high_risk_article_answers_in_its_approved_language(
