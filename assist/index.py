@@ -72,6 +72,7 @@ class ChunkIndex:
         self._reload_guard = threading.Lock()
         self._reloading = False
         self._catalog: Catalog | None = None
+        self._writes = 0  # this process's bumps, so a load that a write overtook is redone
         self._checked_at = 0.0
         # (generation, typo tolerance, question) -> (mended text, lexical terms): one answer
         # reads them five times (the vector, BM25, coverage, article coverage, the ceiling).
@@ -85,6 +86,7 @@ class ChunkIndex:
         have nothing to index (no text to chunk at all), so they do
         not look forever out of date; ``None`` as a value clears an entry."""
         self.store.bump(empty)
+        self._writes += 1
         self._catalog = None
 
     # --- catalog (chunk metadata + BM25) ----------------------------------------------
@@ -120,12 +122,20 @@ class ChunkIndex:
                 self._reload_in_background()
             return cat
         with self._lock:
-            gen = self.store.generation()
-            self._checked_at = time.monotonic()
-            if self._catalog is not None and self._catalog.generation == gen:
-                return self._catalog
-            self._catalog = self._load(gen)
-            return self._catalog
+            for attempt in range(3):
+                writes = self._writes
+                gen = self.store.generation()
+                self._checked_at = time.monotonic()
+                if self._catalog is not None and self._catalog.generation == gen:
+                    return self._catalog
+                loaded = self._load(gen)
+                # A write of this process while it loaded (a reload on another thread, say)
+                # must not be hidden behind the older catalog: load again (bounded, for a
+                # process that writes without pause; the generation check catches up then).
+                if self._writes == writes or attempt == 2:
+                    self._catalog = loaded
+                    return loaded
+            raise AssertionError("unreachable")
 
     def _load(self, generation: str) -> Catalog:
         held = self.store.contents(vectors_up_to=self.settings.memory_search_max_chunks)

@@ -792,6 +792,44 @@ def test_a_question_never_waits_for_the_catalog_to_reload(kb: dict[str, Any]) ->
 
 
 @pytest.mark.slow
+def test_a_write_of_this_process_is_not_hidden_by_a_reload_it_overtook(
+        kb: dict[str, Any]) -> None:
+    """A catalog reload (on its own thread, after another process's write) that was still
+    reading when this process wrote again loads once more: the write is seen at once, not
+    a refresh interval later behind the older catalog."""
+    import threading
+
+    index = kb["assistant"].index
+    index.catalog(check=True)
+    release, loading = threading.Event(), threading.Event()
+    real_load = index._load
+
+    def slow_load(generation: str) -> Any:
+        loading.set()
+        assert release.wait(30)
+        return real_load(generation)
+
+    index._load = slow_load  # type: ignore[method-assign]
+    try:
+        index.store.bump()  # another process wrote
+        index._checked_at = 0.0
+        index.catalog()  # starts the reload on its own thread
+        assert loading.wait(30)
+        index.bump()  # this process writes while that reload reads the older state
+        release.set()
+        for _ in range(500):
+            if not index._reloading:
+                break
+            time.sleep(0.01)
+        assert not index._reloading
+    finally:
+        release.set()
+        index._load = real_load  # type: ignore[method-assign]
+    assert index._catalog is not None
+    assert index._catalog.generation == index.store.generation()
+
+
+@pytest.mark.slow
 def test_a_question_reads_one_catalog_while_a_new_one_lands(kb: dict[str, Any]) -> None:
     """A catalog loaded on another thread can land while a question is half answered. The
     question keeps reading the catalog it started with: the ids its search found are the
