@@ -642,7 +642,8 @@ class Assistant:
             extra = infos[article_id].meta.get("extra") or {}
             return str(extra.get("translation_of") or article_id)
 
-        catalog = catalog or self.index.catalog()
+        # (the newest catalog if Chroma found a chunk the question's catalog does not hold)
+        catalog = self.index.holding([c.chunk.id for c in valid], catalog)
         ledger = self._ledger = self._ledger or Ledger()
 
         def statements_of(article_id: str) -> Sequence[Statement]:

@@ -179,14 +179,15 @@ def _stops_answering(assistant: Assistant, version: ArticleVersion,
     questions = probe_questions(version, new_chunks, suite_questions)
     if not questions:
         return []
-    qv = index.embed_questions(questions)  # as the answer path embeds questions
+    catalog = index.catalog()  # one catalog throughout, as a question reads one
+    qv = index.embed_questions(questions, catalog)  # as the answer path embeds questions
     nv = index.embedder.embed([c.embedding_text() for c in new_chunks]) if new_chunks else None
     locale = new_chunks[0].locale if new_chunks else "en"
     findings: list[Finding] = []
     for qi, question in enumerate(questions):
-        hits = index.dense(qv[qi], views=(INTERNAL,), locale=locale, n=20)
+        hits = index.dense(qv[qi], views=(INTERNAL,), locale=locale, n=20, catalog=catalog)
         current = [(c, s) for cid, s in hits
-                   if (c := index.chunk(cid)) is not None and c.servable]
+                   if (c := index.chunk(cid, catalog)) is not None and c.servable]
         before_top = current[0][0].article_id if current else None
         rivals = [(c, s) for c, s in current if c.article_id != version.article_id]
         new_sim, new_best = -1.0, None
@@ -234,7 +235,7 @@ def broken_expectations(assistant: Assistant, *, article_id: str, old: Sequence[
     sim = Simulation(assistant)
     # As the answer path embeds questions (int8 by default), so the simulation and a live
     # answer agree on borderline cases.
-    qv = assistant.index.embed_questions([e.question for e in expectations])
+    qv = assistant.index.embed_questions([e.question for e in expectations], sim.catalog)
     findings: list[Finding] = []
     for e, vector in zip(expectations, qv, strict=True):
         audience = e.audience or default_audience

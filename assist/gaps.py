@@ -84,8 +84,10 @@ class MeaningGroups:
     def nearest(self, question: str) -> dict[str, Any] | None:
         """The served article closest to the question (any audience staff may see)."""
         vector = self._embed([question])[0]
-        for cid, score in self.index.dense(vector, views=(INTERNAL,), locale=self.locale, n=3):
-            chunk = self.index.chunk(cid)
+        catalog = self.index.catalog()
+        for cid, score in self.index.dense(vector, views=(INTERNAL,), locale=self.locale, n=3,
+                                           catalog=catalog):
+            chunk = self.index.chunk(cid, catalog)
             if chunk is not None:
                 return {"article_id": chunk.article_id, "title": chunk.title,
                         "section": list(chunk.heading_path), "score": round(score, 3)}

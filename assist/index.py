@@ -72,7 +72,8 @@ class ChunkIndex:
         self._reload_guard = threading.Lock()
         self._reloading = False
         self._catalog: Catalog | None = None
-        self._writes = 0  # this process's bumps, so a load that a write overtook is redone
+        self._writes = 0  # this process's bumps: a load a write overtook is not installed
+        self._install = threading.Lock()  # bump() against installing a loaded catalog
         self._checked_at = 0.0
         # (generation, typo tolerance, question) -> (mended text, lexical terms): one answer
         # reads them five times (the vector, BM25, coverage, article coverage, the ceiling).
@@ -86,8 +87,9 @@ class ChunkIndex:
         have nothing to index (no text to chunk at all), so they do
         not look forever out of date; ``None`` as a value clears an entry."""
         self.store.bump(empty)
-        self._writes += 1
-        self._catalog = None
+        with self._install:
+            self._writes += 1
+            self._catalog = None
 
     # --- catalog (chunk metadata + BM25) ----------------------------------------------
 
@@ -122,20 +124,20 @@ class ChunkIndex:
                 self._reload_in_background()
             return cat
         with self._lock:
-            for attempt in range(3):
-                writes = self._writes
-                gen = self.store.generation()
-                self._checked_at = time.monotonic()
-                if self._catalog is not None and self._catalog.generation == gen:
-                    return self._catalog
-                loaded = self._load(gen)
-                # A write of this process while it loaded (a reload on another thread, say)
-                # must not be hidden behind the older catalog: load again (bounded, for a
-                # process that writes without pause; the generation check catches up then).
-                if self._writes == writes or attempt == 2:
+            writes = self._writes
+            gen = self.store.generation()
+            self._checked_at = time.monotonic()
+            current = self._catalog
+            if current is not None and current.generation == gen:
+                return current
+            loaded = self._load(gen)
+            # A write of this process while it loaded (a reload on another thread, say)
+            # must not be hidden behind the older catalog: then the caller gets what it
+            # loaded, and the next caller loads again.
+            with self._install:
+                if self._writes == writes:
                     self._catalog = loaded
-                    return loaded
-            raise AssertionError("unreachable")
+            return loaded
 
     def _load(self, generation: str) -> Catalog:
         held = self.store.contents(vectors_up_to=self.settings.memory_search_max_chunks)
@@ -226,14 +228,14 @@ class ChunkIndex:
     def coverage(self, question: str, cid: str, catalog: Catalog | None = None) -> float:
         """Share of the question's IDF-weighted terms that occur in the chunk (its title,
         headings and tags included). Terms the knowledge base has never seen weigh most."""
-        cat = catalog or self.catalog()
+        cat = self.holding((cid,), catalog)
         return cat.coverage(set(self.query_terms(question, cat)), cid)
 
     def article_coverage(self, question: str, cid: str,
                          catalog: Catalog | None = None) -> float:
         """Share of the question's IDF-weighted terms that occur anywhere in the chunk's
         article version (see :meth:`assist.catalog.Catalog.article_coverage`)."""
-        cat = catalog or self.catalog()
+        cat = self.holding((cid,), catalog)
         return cat.article_coverage(set(self.query_terms(question, cat)), cid)
 
     def lexical_ceiling(self, question: str, catalog: Catalog | None = None) -> float:
@@ -247,7 +249,7 @@ class ChunkIndex:
 
     def chunk(self, cid: str, catalog: Catalog | None = None) -> Chunk | None:
         """The chunk ``cid`` (``catalog``: the one the caller already holds)."""
-        cat = catalog or self.catalog()
+        cat = self.holding((cid,), catalog)
         i = cat.ids.get(cid)
         if i is None and time.monotonic() - self._checked_at > 0.05:
             # Chroma found a chunk this catalog has not loaded yet: another process (or a
@@ -255,6 +257,19 @@ class ChunkIndex:
             cat = self.catalog(check=True)
             i = cat.ids.get(cid)
         return cat.chunks[i] if i is not None else None
+
+    def holding(self, ids: Iterable[str], catalog: Catalog | None = None) -> Catalog:
+        """The catalog to read chunks ``ids`` in: the caller's (``catalog``), or, when it
+        does not know one of them (Chroma answers dense queries above the memory cap, and
+        can return a chunk indexed after that catalog loaded), the newest this process
+        holds if that one knows them all."""
+        cat = catalog or self.catalog()
+        missing = [cid for cid in ids if cid not in cat.ids]
+        if missing:
+            newer = self._catalog
+            if newer is not None and all(cid in newer.ids for cid in missing):
+                return newer
+        return cat
 
     # --- writes -----------------------------------------------------------------------
 
@@ -306,9 +321,17 @@ class ChunkIndex:
         """Chunk id -> cosine of the question ``vector`` to the chunk's closest sentence,
         for the chunks that have sentence vectors (:mod:`assist.sentences`)."""
         cat = catalog or self.catalog()
-        ids = cat.ids
-        known = [cid for cid in chunk_ids if cid in ids]
-        return cat.sentences.best_by_id(vector, known, [ids[cid] for cid in known])
+        wanted = list(chunk_ids)
+        known = [cid for cid in wanted if cid in cat.ids]
+        out = cat.sentences.best_by_id(vector, known, [cat.ids[cid] for cid in known])
+        newer = self._catalog
+        if len(known) < len(wanted) and newer is not None and newer is not cat:
+            # chunks Chroma found after ``cat`` loaded (see :meth:`_holding`)
+            late = [cid for cid in wanted if cid not in cat.ids and cid in newer.ids]
+            if late:
+                out.update(newer.sentences.best_by_id(vector, late,
+                                                      [newer.ids[cid] for cid in late]))
+        return out
 
     def clear(self) -> None:
         """Drop every collection of this model/chunking (``kb index rebuild``)."""
