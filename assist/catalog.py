@@ -22,6 +22,7 @@ import Stemmer
 from numpy.typing import NDArray
 from threadpoolctl import ThreadpoolController
 
+from assist.acronyms import defined
 from assist.chunks import Chunk
 from assist.sentences import SentenceVectors
 
@@ -213,6 +214,12 @@ class Catalog:
             return self._nearest(low) or word
 
         return _WORD.sub(fix, text)
+
+    @cached_property
+    def acronyms(self) -> dict[str, str]:
+        """Abbreviation -> long form, as this knowledge base's approved text defines them
+        (:func:`assist.acronyms.defined`)."""
+        return defined(c.text for c in self.chunks)
 
     @cached_property
     def word_index(self) -> tuple[dict[str, int], dict[str, tuple[str, ...]]]:

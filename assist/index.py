@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from assist.acronyms import expand
 from assist.batching import Batcher
 from assist.catalog import Catalog, LexicalTokenizer, build_catalog
 from assist.chunks import Chunk
@@ -75,9 +76,10 @@ class ChunkIndex:
         self._writes = 0  # this process's bumps: a load a write overtook is not installed
         self._install = threading.Lock()  # bump() against installing a loaded catalog
         self._checked_at = 0.0
-        # (generation, typo tolerance, question) -> (mended text, lexical terms): one answer
-        # reads them five times (the vector, BM25, coverage, article coverage, the ceiling).
-        self._reads: dict[tuple[str, bool, str], tuple[str, list[str]]] = {}
+        # (generation, typo tolerance, acronyms, question) -> (mended text, lexical terms):
+        # one answer reads them five times (the vector, BM25, coverage, article coverage,
+        # the ceiling).
+        self._reads: dict[tuple[str, bool, bool, str], tuple[str, list[str]]] = {}
         self._dictionary: frozenset[str] | None = None  # real words (the model's vocabulary)
         self._searches: Batcher[_Search, tuple[NDArray[np.float32], list[tuple[str, float]]]] = (
             Batcher(self._search_batch))
@@ -141,11 +143,14 @@ class ChunkIndex:
 
     def _load(self, generation: str) -> Catalog:
         held = self.store.contents(vectors_up_to=self.settings.memory_search_max_chunks)
-        return build_catalog(generation, chunks=held.chunks, ids=held.ids,
-                             membership=held.membership, views=held.views,
-                             empty=self.store.empty(), tokenize=self._tokenize,
-                             sentences=held.sentences, dim=self.embedder.dim,
-                             vectors=held.vectors)
+        cat = build_catalog(generation, chunks=held.chunks, ids=held.ids,
+                            membership=held.membership, views=held.views,
+                            empty=self.store.empty(), tokenize=self._tokenize,
+                            sentences=held.sentences, dim=self.embedder.dim,
+                            vectors=held.vectors)
+        if self.settings.expand_acronyms:
+            cat.acronyms  # noqa: B018  (built with the catalog, not on a question)
+        return cat
 
     def _reload_in_background(self) -> None:
         """Load the current catalog on a thread of its own (one at a time)."""
@@ -183,10 +188,11 @@ class ChunkIndex:
 
     def mend(self, question: str, catalog: Catalog | None = None) -> str:
         """The question as retrieval reads it: misspelt words mended against this index's
-        words (:meth:`assist.catalog.Catalog.mend`), unless ``index.typo_tolerance`` is
-        off. Only finding passages uses it; answers, logs and audits keep the question as
-        asked."""
-        if not self.settings.typo_tolerance:
+        words (:meth:`assist.catalog.Catalog.mend`, unless ``index.typo_tolerance`` is
+        off), and the abbreviations it uses followed by the long forms this knowledge base
+        defines (:mod:`assist.acronyms`, unless ``index.expand_acronyms`` is off). Only
+        finding passages uses it; answers, logs and audits keep the question as asked."""
+        if not (self.settings.typo_tolerance or self.settings.expand_acronyms):
             return question
         return self._read(question, catalog)[0]
 
@@ -201,7 +207,8 @@ class ChunkIndex:
         typo-tolerance setting (``evals.typos`` switches it on a running index)."""
         cat = catalog or self.catalog()
         tolerant = self.settings.typo_tolerance
-        key = (cat.generation, tolerant, question)
+        acronyms = self.settings.expand_acronyms
+        key = (cat.generation, tolerant, acronyms, question)
         found = self._reads.get(key)
         if found is None:
             mended = question
@@ -209,6 +216,8 @@ class ChunkIndex:
                 if self._dictionary is None:
                     self._dictionary = self.embedder.words()
                 mended = cat.mend(question, self._dictionary)
+            if acronyms:
+                mended = expand(mended, cat.acronyms)
             found = (mended, self._tokenize(mended))
             if len(self._reads) >= 4096:
                 self._reads.clear()

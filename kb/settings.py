@@ -51,6 +51,12 @@ class IndexSettings(BaseModel):
         description="Mend misspelt question terms for BM25 and the coverage checks: a term "
                     "this index never uses (5+ letters, no digits) is read as the known term "
                     "one edit away that most passages use. Numbers are never changed.")
+    expand_acronyms: bool = Field(
+        default=True,
+        description="Read an abbreviation a question uses (\"ETC\", as written) with the "
+                    "long form this knowledge base defines for it (\"early termination "
+                    "charge (ETC)\"), for BM25, the question vector and the coverage checks. "
+                    "Only definitions found in approved text count.")
     chunk_max_chars: int = Field(
         default=1200, ge=1,
         description="Longest chunk of approved text indexed and served as one passage "

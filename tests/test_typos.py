@@ -155,3 +155,51 @@ def test_misspellings_are_deterministic_and_leave_numbers_alone() -> None:
         assert out != q and "2024" in out and "£39.50" in out
         assert abs(len(out) - len(q)) <= 3  # one edit per misspelt word
     assert misspell("is it on 12 May?", 3) == "is it on 12 May?"  # no long word: unchanged
+
+
+# --- abbreviations the knowledge base defines (assist/acronyms.py) ---------------------------
+
+
+@pytest.mark.slow
+def test_an_abbreviation_reads_as_the_long_form_the_knowledge_base_defines(
+        kbs: dict[bool, BuiltKB]) -> None:
+    """The demo defines "early termination charge (ETC)" once; an agent asking about "the
+    ETC" also finds the passages that only spell it out, and only while
+    ``index.expand_acronyms`` is on."""
+    index = kbs[True].assistant.index
+    settings = index.settings
+    tokenize = LexicalTokenizer()
+    long_form = set(tokenize("early termination charge"))
+    question = "is the ETC waived?"
+
+    def spelt_out_only(hits: list[tuple[str, float]]) -> set[str]:
+        found = set()
+        for cid, _ in hits:
+            chunk = index.chunk(cid)
+            assert chunk is not None
+            if "ETC" not in chunk.lexical_text().split() and long_form <= set(
+                    tokenize(chunk.lexical_text())):
+                found.add(chunk.article_id)
+        return found
+
+    try:
+        index.settings = settings.model_copy(update={"expand_acronyms": False})
+        assert index.mend(question) == question
+        off_terms = index.query_terms(question)
+        off = spelt_out_only(index.lexical(question, views=["internal"], locale="en", n=40))
+        index.settings = settings
+        assert index.mend(question) == "is the ETC (early termination charge) waived?"
+        on_terms = index.query_terms(question)
+        on = spelt_out_only(index.lexical(question, views=["internal"], locale="en", n=40))
+    finally:
+        index.settings = settings
+    assert not long_form & set(off_terms) and long_form <= set(on_terms)
+    assert off == set() and on, (off, on)
+
+
+@pytest.mark.slow
+def test_the_query_log_keeps_the_abbreviation_as_asked(kbs: dict[bool, BuiltKB]) -> None:
+    result = _ask(kbs[True], "ETC for a customer moving home")
+    with Session(kbs[True].engine) as s:
+        row = s.exec(select(QueryLog).where(col(QueryLog.id) == result.query_id)).one()
+    assert row.question == "ETC for a customer moving home"
