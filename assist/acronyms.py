@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 
 _DEFINED = re.compile(r"\(([A-Z][A-Za-z0-9&]{1,7})\)")
 _WORDS = re.compile(r"[A-Za-z][\w'-]*")
@@ -26,7 +27,7 @@ def _long_form(before: str, abbr: str) -> str | None:
     letters = [ch.lower() for ch in abbr if ch.isalpha()]
     if len(letters) < 2 or sum(ch.isupper() for ch in abbr) < 2:  # "(ETC)", not "(Basic)"
         return None
-    words = _WORDS.findall(before[-160:])
+    words = _WORDS.findall(before)
     used: list[str] = []
     i, j = len(words) - 1, len(letters) - 1
     while i >= 0 and j >= 0:
@@ -44,16 +45,19 @@ def _long_form(before: str, abbr: str) -> str | None:
     return " ".join(reversed(used))
 
 
-def defined(texts: Iterable[str]) -> dict[str, str]:
+def defined(texts: Iterable[str], *, stop: AbstractSet[str] = frozenset()) -> dict[str, str]:
     """Abbreviation -> long form, as ``texts`` define them (``long form (ABBR)``). An
     abbreviation defined with two different long forms keeps the one written more often,
-    and none on a tie."""
+    and none on a tie. An abbreviation that is a word of ``stop`` in lower case ("IT",
+    "US", "IS") is never kept: a question in capitals would read it everywhere."""
     seen: dict[str, Counter[str]] = {}
     for text in texts:
         if "(" not in text:
             continue
         for m in _DEFINED.finditer(text):
-            long = _long_form(text[: m.start()].rstrip(), m.group(1))
+            if m.group(1).lower() in stop:
+                continue
+            long = _long_form(text[max(0, m.start() - 160): m.start()].rstrip(), m.group(1))
             if long:
                 seen.setdefault(m.group(1), Counter())[long.lower()] += 1
     out = {}
@@ -64,19 +68,25 @@ def defined(texts: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def expand(question: str, table: Mapping[str, str]) -> str:
-    """``question`` with the long form written after each abbreviation of ``table`` it uses
-    as written (case-sensitive: "ETC", not "etc"), unless the question already holds that
-    long form."""
+def used(question: str, table: Mapping[str, str]) -> dict[str, str]:
+    """The abbreviations of ``table`` that ``question`` uses as written (case-sensitive:
+    "ETC", not "etc") without spelling them out, with their long forms. None in a question
+    typed in capitals ("IS THE ETC WAIVED"), where every word looks like one."""
     if not table:
-        return question
+        return {}
+    letters = [ch for ch in question if ch.isalpha()]
+    if len(letters) >= 8 and sum(ch.isupper() for ch in letters) >= 0.6 * len(letters):
+        return {}
     low = question.lower()
+    return {abbr: long for abbr in dict.fromkeys(_TOKEN.findall(question))
+            if (long := table.get(abbr)) is not None and long not in low}
 
-    def with_long_form(m: re.Match[str]) -> str:
-        abbr = m.group(0)
-        long = table.get(abbr)
-        if long is None or long in low:
-            return abbr
-        return f"{abbr} ({long})"
 
-    return _TOKEN.sub(with_long_form, question)
+def expand(question: str, table: Mapping[str, str]) -> str:
+    """``question`` with the long form written after each abbreviation it uses
+    (:func:`used`)."""
+    found = used(question, table)
+    if not found:
+        return question
+    return _TOKEN.sub(lambda m: f"{m.group(0)} ({found[m.group(0)]})"
+                      if m.group(0) in found else m.group(0), question)

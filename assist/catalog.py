@@ -10,7 +10,7 @@ import functools
 import math
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import cached_property
@@ -219,7 +219,7 @@ class Catalog:
     def acronyms(self) -> dict[str, str]:
         """Abbreviation -> long form, as this knowledge base's approved text defines them
         (:func:`assist.acronyms.defined`)."""
-        return defined(c.text for c in self.chunks)
+        return defined((c.text for c in self.chunks), stop=_STOPWORDS)
 
     @cached_property
     def word_index(self) -> tuple[dict[str, int], dict[str, tuple[str, ...]]]:
@@ -243,15 +243,17 @@ class Catalog:
                  if _one_edit(word, known)}
         return min(found, key=lambda k: (-words[k], k)) if found else None
 
-    def coverage(self, question: set[str], cid: str) -> float:
+    def coverage(self, question: set[str], cid: str,
+                 alternatives: Mapping[str, frozenset[str]] | None = None) -> float:
         """Share of the ``question``'s IDF-weighted terms that occur in the chunk. Terms the
-        knowledge base has never seen weigh most."""
+        knowledge base has never seen weigh most (``alternatives``: see :meth:`covered`)."""
         i = self.ids.get(cid)
         if i is None:
             return 0.0
-        return self.covered(question, self.terms[i])
+        return self.covered(question, self.terms[i], alternatives)
 
-    def article_coverage(self, question: set[str], cid: str) -> float:
+    def article_coverage(self, question: set[str], cid: str,
+                         alternatives: Mapping[str, frozenset[str]] | None = None) -> float:
         """Share of the ``question``'s IDF-weighted terms that occur anywhere in the chunk's
         article version (every chunk of it the index holds)."""
         i = self.ids.get(cid)
@@ -259,22 +261,27 @@ class Catalog:
             return 0.0
         c = self.chunks[i]
         return self.covered(question, self.article_terms.get((c.article_id, c.version),
-                                                             self.terms[i]))
+                                                             self.terms[i]), alternatives)
 
     @cached_property
     def rarest(self) -> float:
         """The IDF of the rarest term (what a term the knowledge base never uses weighs)."""
         return max(self.idf.values(), default=1.0)
 
-    def covered(self, question: set[str], terms: AbstractSet[str]) -> float:
+    def covered(self, question: set[str], terms: AbstractSet[str],
+                alternatives: Mapping[str, frozenset[str]] | None = None) -> float:
         """Share of the ``question``'s IDF-weighted terms among ``terms``; terms the knowledge
-        base has never seen weigh as much as the rarest it has."""
+        base has never seen weigh as much as the rarest it has. ``alternatives``: a question
+        term (an abbreviation) also counts as there when all the terms of its long form are
+        (:mod:`assist.acronyms`)."""
         if not question:
             return 0.0
         unseen = self.rarest
         weights = {t: self.idf.get(t, unseen) for t in question}
         total = sum(weights.values())
-        return sum(w for t, w in weights.items() if t in terms) / total if total else 0.0
+        alt = alternatives or {}
+        return sum(w for t, w in weights.items()
+                   if t in terms or (t in alt and alt[t] <= terms)) / total if total else 0.0
 
     def lexical_ceiling(self, tokens: list[str]) -> float:
         """The most BM25 score a passage can get for these query terms: each known term's

@@ -448,8 +448,9 @@ class Simulation:
     def _coverage(self, question: str, chunk: Chunk, replaced: set[str]) -> float:
         if chunk.id not in replaced:
             return self.index.coverage(question, chunk.id, self.catalog)
-        return self.catalog.covered(set(self._terms(question)),
-                                    set(self._tokenize(chunk.lexical_text())))
+        asked, alternatives = self.index.coverage_terms(question, self.catalog)
+        return self.catalog.covered(asked, set(self._tokenize(chunk.lexical_text())),
+                                    alternatives)
 
     def _article_coverage(self, question: str, chunk: Chunk, replaced: set[str]) -> float:
         """As :meth:`assist.index.ChunkIndex.article_coverage`; a replacement chunk's article
@@ -457,5 +458,6 @@ class Simulation:
         if chunk.id not in replaced:
             return self.index.article_coverage(question, chunk.id, self.catalog)
         terms = {t for c in self._chunks for t in self._tokenize(c.lexical_text())}
-        return self.catalog.covered(set(self._terms(question)), terms)
+        asked, alternatives = self.index.coverage_terms(question, self.catalog)
+        return self.catalog.covered(asked, terms, alternatives)
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from assist.acronyms import expand
+from assist.acronyms import expand, used
 from assist.batching import Batcher
 from assist.catalog import Catalog, LexicalTokenizer, build_catalog
 from assist.chunks import Chunk
@@ -57,6 +57,16 @@ class _Search:
     catalog: Catalog | None = None
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """How retrieval reads a question (:meth:`ChunkIndex.mend`)."""
+
+    text: str  # mended, abbreviations followed by their long forms
+    terms: list[str]  # the lexical terms of ``text`` (BM25, the ceiling)
+    asked: frozenset[str]  # the terms as asked (mended only): what coverage weighs
+    alternatives: dict[str, frozenset[str]]  # abbreviation term -> its long form's terms
+
+
 class ChunkIndex:
     """Chroma (dense) + BM25 (lexical) over the chunks of served versions."""
 
@@ -79,7 +89,7 @@ class ChunkIndex:
         # (generation, typo tolerance, acronyms, question) -> (mended text, lexical terms):
         # one answer reads them five times (the vector, BM25, coverage, article coverage,
         # the ceiling).
-        self._reads: dict[tuple[str, bool, bool, str], tuple[str, list[str]]] = {}
+        self._reads: dict[tuple[str, bool, bool, str], _Reading] = {}
         self._dictionary: frozenset[str] | None = None  # real words (the model's vocabulary)
         self._searches: Batcher[_Search, tuple[NDArray[np.float32], list[tuple[str, float]]]] = (
             Batcher(self._search_batch))
@@ -194,17 +204,25 @@ class ChunkIndex:
         finding passages uses it; answers, logs and audits keep the question as asked."""
         if not (self.settings.typo_tolerance or self.settings.expand_acronyms):
             return question
-        return self._read(question, catalog)[0]
+        return self._read(question, catalog).text
 
     def query_terms(self, question: str, catalog: Catalog | None = None) -> list[str]:
         """The question's lexical terms as every lexical step reads them (BM25, coverage,
         the ceiling, the approval simulation): mended (:meth:`mend`), stemmed, stop words
         out. Callers must not change the list (it is cached)."""
-        return self._read(question, catalog)[1]
+        return self._read(question, catalog).terms
 
-    def _read(self, question: str, catalog: Catalog | None) -> tuple[str, list[str]]:
-        """(mended text, lexical terms) of ``question``, cached per index generation and
-        typo-tolerance setting (``evals.typos`` switches it on a running index)."""
+    def coverage_terms(self, question: str, catalog: Catalog | None = None,
+                       ) -> tuple[set[str], dict[str, frozenset[str]]]:
+        """What coverage reads of ``question``: its terms as asked (mended, abbreviations
+        not expanded), and for each abbreviation it uses, the terms of the long form that
+        count in its place (a passage may use either)."""
+        read = self._read(question, catalog)
+        return set(read.asked), read.alternatives
+
+    def _read(self, question: str, catalog: Catalog | None) -> _Reading:
+        """How retrieval reads ``question``, cached per index generation and settings
+        (``evals.typos`` switches typo tolerance on a running index)."""
         cat = catalog or self.catalog()
         tolerant = self.settings.typo_tolerance
         acronyms = self.settings.expand_acronyms
@@ -216,9 +234,15 @@ class ChunkIndex:
                 if self._dictionary is None:
                     self._dictionary = self.embedder.words()
                 mended = cat.mend(question, self._dictionary)
-            if acronyms:
+            asked = self._tokenize(mended)
+            alternatives: dict[str, frozenset[str]] = {}
+            if acronyms and (short := used(mended, cat.acronyms)):
+                for abbr, long in short.items():
+                    for term in self._tokenize(abbr):
+                        alternatives[term] = frozenset(self._tokenize(long))
                 mended = expand(mended, cat.acronyms)
-            found = (mended, self._tokenize(mended))
+            found = _Reading(mended, self._tokenize(mended) if alternatives else asked,
+                             frozenset(asked), alternatives)
             if len(self._reads) >= 4096:
                 self._reads.clear()
             self._reads[key] = found
@@ -238,14 +262,19 @@ class ChunkIndex:
         """Share of the question's IDF-weighted terms that occur in the chunk (its title,
         headings and tags included). Terms the knowledge base has never seen weigh most."""
         cat = self.holding((cid,), catalog)
-        return cat.coverage(set(self.query_terms(question, cat)), cid)
+        return cat.coverage(*self._coverage_args(question, cat, cid))
 
     def article_coverage(self, question: str, cid: str,
                          catalog: Catalog | None = None) -> float:
         """Share of the question's IDF-weighted terms that occur anywhere in the chunk's
         article version (see :meth:`assist.catalog.Catalog.article_coverage`)."""
         cat = self.holding((cid,), catalog)
-        return cat.article_coverage(set(self.query_terms(question, cat)), cid)
+        return cat.article_coverage(*self._coverage_args(question, cat, cid))
+
+    def _coverage_args(self, question: str, cat: Catalog, cid: str,
+                       ) -> tuple[set[str], str, dict[str, frozenset[str]]]:
+        asked, alternatives = self.coverage_terms(question, cat)
+        return asked, cid, alternatives
 
     def lexical_ceiling(self, question: str, catalog: Catalog | None = None) -> float:
         """The most BM25 score a passage can get for the question (see

@@ -3,6 +3,8 @@ assist/index.py ChunkIndex.mend); answers, logs and audits keep the question as 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlmodel import Session, col, select
 
@@ -177,7 +179,7 @@ def test_an_abbreviation_reads_as_the_long_form_the_knowledge_base_defines(
         for cid, _ in hits:
             chunk = index.chunk(cid)
             assert chunk is not None
-            if "ETC" not in chunk.lexical_text().split() and long_form <= set(
+            if not re.search(r"\bETC\b", chunk.lexical_text()) and long_form <= set(
                     tokenize(chunk.lexical_text())):
                 found.add(chunk.article_id)
         return found
@@ -186,8 +188,11 @@ def test_an_abbreviation_reads_as_the_long_form_the_knowledge_base_defines(
         index.settings = settings.model_copy(update={"expand_acronyms": False})
         assert index.mend(question) == question
         off_terms = index.query_terms(question)
-        off = spelt_out_only(index.lexical(question, views=["internal"], locale="en", n=40))
+        off_hits = index.lexical(question, views=["internal"], locale="en", n=40)
+        off = spelt_out_only(off_hits)
+        off_coverage = {cid: index.coverage(question, cid) for cid, _ in off_hits}
         index.settings = settings
+        on_coverage = {cid: index.coverage(question, cid) for cid, _ in off_hits}
         assert index.mend(question) == "is the ETC (early termination charge) waived?"
         on_terms = index.query_terms(question)
         on = spelt_out_only(index.lexical(question, views=["internal"], locale="en", n=40))
@@ -195,6 +200,9 @@ def test_an_abbreviation_reads_as_the_long_form_the_knowledge_base_defines(
         index.settings = settings
     assert not long_form & set(off_terms) and long_form <= set(on_terms)
     assert off == set() and on, (off, on)
+    # the long form helps find passages; it never lowers the coverage of one that uses
+    # the abbreviation (coverage weighs the question as asked)
+    assert off_coverage and all(on_coverage[c] >= off_coverage[c] for c in off_coverage)
 
 
 @pytest.mark.slow
