@@ -29,6 +29,7 @@ from assist.sentences import SentenceVectors
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 _WORD = re.compile(r"\b[^\W\d_]+\b")  # a word of letters only (no digit, no underscore)
 _STOPWORDS = frozenset(bm25s.stopwords.STOPWORDS_EN)
+STOPWORDS = _STOPWORDS  # (the words no lexical step reads)
 
 MIXED = -1  # manifest value of an article indexed at several versions at once
 MIN_TYPO_LENGTH = 5  # shorter unknown terms have too many neighbours to mend safely
@@ -219,7 +220,7 @@ class Catalog:
     def acronyms(self) -> dict[str, str]:
         """Abbreviation -> long form, as this knowledge base's approved text defines them
         (:func:`assist.acronyms.defined`)."""
-        return defined((c.text for c in self.chunks), stop=_STOPWORDS)
+        return defined((c.text for c in self.chunks), stop=STOPWORDS)
 
     @cached_property
     def word_index(self) -> tuple[dict[str, int], dict[str, tuple[str, ...]]]:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from assist.acronyms import defined
 from assist.answer import (
     ANSWERED,
     ESCALATE,
@@ -39,7 +40,7 @@ from assist.answer import (
     serve_order,
 )
 from assist.calibration import confidence
-from assist.catalog import LexicalTokenizer
+from assist.catalog import STOPWORDS, LexicalTokenizer
 from assist.chunks import Chunk, chunk_version
 from assist.retrieve import Candidate, candidate_count, fuse, lead_of, order, uses_sentences
 from assist.sentences import SentenceVectors
@@ -61,7 +62,7 @@ BM25_K1, BM25_B = 1.5, 0.75  # the index's BM25 parameters (bm25s defaults)
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # conflict | expectation_broken | stops_answering
+    kind: str  # conflict (values or abbreviations) | expectation_broken | stops_answering
     question: str  # the probe question or suite question; for a conflict, where it is
     other_article: str | None
     new_text: str | None
@@ -114,6 +115,8 @@ def check_approval(
     # articles, see statement_conflicts).
     findings = statement_conflicts(assistant, article_id=version.article_id,
                                    old=old_indexed, new=new_indexed)
+    findings += acronym_conflicts(assistant, article_id=version.article_id,
+                                  old=old_indexed, new=new_indexed)
     findings += _stops_answering(assistant, version, served,
                                  [c for c in new_indexed if c.servable], suite_questions)
     if served is not None and expectations:
@@ -164,6 +167,36 @@ def _conflict(where: str, other: str, clash: Clash) -> Finding:
         message = (f"this version states {new.label} where '{other}' states {theirs.label} "
                    "for the same thing: align the two articles or force with a note")
     return Finding("conflict", where, other, new.sentence, theirs.sentence, message)
+
+
+def acronym_conflicts(assistant: Assistant, *, article_id: str, old: Sequence[Chunk],
+                      new: Sequence[Chunk]) -> list[Finding]:
+    """``conflict`` findings: an abbreviation ``new`` defines ("extra traffic cost (ETC)")
+    that another indexed article defines otherwise ("early termination charge (ETC)"),
+    unless the served version (``old``) already did. Questions read an abbreviation with
+    the knowledge base's one definition of it (:mod:`assist.acronyms`), so two meanings
+    change what agents' shorthand finds."""
+    if not assistant.settings.index.expand_acronyms:
+        return []
+    mine = defined((c.text for c in new), stop=STOPWORDS)
+    before = defined((c.text for c in old), stop=STOPWORDS)
+    if not mine:
+        return []
+    texts: dict[str, list[str]] = {}
+    for c in assistant.index.catalog().chunks:
+        if c.article_id != article_id:
+            texts.setdefault(c.article_id, []).append(c.text)
+    findings = []
+    for other, chunk_texts in sorted(texts.items()):
+        theirs = defined(chunk_texts, stop=STOPWORDS)
+        for abbr, long in sorted(mine.items()):
+            if abbr in theirs and theirs[abbr] != long and before.get(abbr) != long:
+                findings.append(Finding(
+                    "conflict", abbr, other, f"{long} ({abbr})", f"{theirs[abbr]} ({abbr})",
+                    f"this version defines {abbr} as '{long}' where '{other}' defines it as "
+                    f"'{theirs[abbr]}': questions that say {abbr} would find either; use one "
+                    "meaning or spell this one out, or force with a note"))
+    return findings
 
 
 # --- questions the article answers today ------------------------------------------------------

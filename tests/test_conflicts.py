@@ -472,3 +472,27 @@ def test_two_amounts_for_one_thing_are_never_served_together(kb: dict[str, Any])
     assert {f["article_id"] for f in after.escalation.found} == {
         "outages-automatic-compensation", aid}
     assert "£31.40" in after.escalation.message and "£40.00" in after.escalation.message
+
+
+@pytest.mark.slow
+def test_an_abbreviation_defined_two_ways_is_a_conflict(kb: dict[str, Any]) -> None:
+    """Questions read an abbreviation with the knowledge base's one definition of it
+    (assist/acronyms.py): a version that gives it a second meaning is held for a decision,
+    and one that repeats the same meaning is not."""
+    aid = "outages-automatic-compensation"
+    n = _edit_and_sync(kb, "outages/outages-automatic-compensation.md", "receive £31.40 in",
+                       "receive (less any extra traffic cost (ETC)) £31.40 in", aid)
+    found = [f for f in _findings(kb, aid, n) if f.question == "ETC"]
+    assert [(f.kind, f.other_article) for f in found] == [
+        ("conflict", "cancel-early-termination-charges")]
+    assert found[0].new_text == "extra traffic cost (ETC)"
+    assert found[0].other_text == "early termination charge (ETC)"
+    assert "defines ETC as 'extra traffic cost'" in found[0].message
+
+
+@pytest.mark.slow
+def test_an_abbreviation_defined_the_same_way_again_is_no_conflict(kb: dict[str, Any]) -> None:
+    aid = "outages-automatic-compensation"
+    n = _edit_and_sync(kb, "outages/outages-automatic-compensation.md", "receive £31.40 in",
+                       "receive (less any early termination charge (ETC)) £31.40 in", aid)
+    assert [f for f in _findings(kb, aid, n) if f.question == "ETC"] == []
