@@ -544,18 +544,17 @@ class Assistant:
     def _decide(self, policy: Policy, result: AssistResult, valid: list[Candidate],
                 infos: dict[str, ServedInfo], question: str, top_k: int,
                 raw_question: str = "", *, lead: Candidate | None = None,
-                catalog: Catalog | None = None) -> None:
+                catalog: Catalog) -> None:
         cfg = self.settings.answer
-        cat = catalog or self.index.catalog()
 
         def coverage(c: Candidate) -> float:
-            return self.index.coverage(raw_question, c.chunk.id, cat)
+            return self.index.coverage(raw_question, c.chunk.id, catalog)
 
         def article_coverage(c: Candidate) -> float:
-            return self.index.article_coverage(raw_question, c.chunk.id, cat)
+            return self.index.article_coverage(raw_question, c.chunk.id, catalog)
 
         def lexical_ceiling() -> float:
-            return self.index.lexical_ceiling(raw_question, cat)
+            return self.index.lexical_ceiling(raw_question, catalog)
 
         weak = policy.abstains(valid, coverage=coverage, article_coverage=article_coverage,
                                lexical_ceiling=lexical_ceiling)
@@ -602,7 +601,7 @@ class Assistant:
             return info.freshness.stale and stored_risk(info.meta) == "high"
 
         chosen = serve_order(valid, top_k=top_k, min_score=cfg.min_score, withheld=withheld)
-        rival = self._rival(top, valid, infos, chosen, catalog=cat)
+        rival = self._rival(top, valid, infos, chosen, catalog=catalog)
         if rival is not None:
             a, b, clash = rival
             a_info, b_info = infos[a.chunk.article_id], infos[b.chunk.article_id]
@@ -630,7 +629,7 @@ class Assistant:
     _ledger: Ledger | None = None  # statements of every indexed article (built on first use)
 
     def _rival(self, top: Candidate, valid: list[Candidate], infos: dict[str, ServedInfo],
-               served: Sequence[Candidate] = (), *, catalog: Catalog | None = None,
+               served: Sequence[Candidate] = (), *, catalog: Catalog,
                ) -> tuple[Candidate, Candidate, Clash] | None:
         """Two passages that must not be served together: from unrelated articles, stating
         different values for the same thing — the top passage and a runner-up about as

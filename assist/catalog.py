@@ -244,7 +244,7 @@ class Catalog:
                  if _one_edit(word, known)}
         return min(found, key=lambda k: (-words[k], k)) if found else None
 
-    def coverage(self, question: set[str], cid: str,
+    def coverage(self, question: AbstractSet[str], cid: str,
                  alternatives: Mapping[str, frozenset[str]] | None = None) -> float:
         """Share of the ``question``'s IDF-weighted terms that occur in the chunk. Terms the
         knowledge base has never seen weigh most (``alternatives``: see :meth:`covered`)."""
@@ -253,7 +253,7 @@ class Catalog:
             return 0.0
         return self.covered(question, self.terms[i], alternatives)
 
-    def article_coverage(self, question: set[str], cid: str,
+    def article_coverage(self, question: AbstractSet[str], cid: str,
                          alternatives: Mapping[str, frozenset[str]] | None = None) -> float:
         """Share of the ``question``'s IDF-weighted terms that occur anywhere in the chunk's
         article version (every chunk of it the index holds)."""
@@ -269,7 +269,7 @@ class Catalog:
         """The IDF of the rarest term (what a term the knowledge base never uses weighs)."""
         return max(self.idf.values(), default=1.0)
 
-    def covered(self, question: set[str], terms: AbstractSet[str],
+    def covered(self, question: AbstractSet[str], terms: AbstractSet[str],
                 alternatives: Mapping[str, frozenset[str]] | None = None) -> float:
         """Share of the ``question``'s IDF-weighted terms among ``terms``; terms the knowledge
         base has never seen weigh as much as the rarest it has. ``alternatives``: a question

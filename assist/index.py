@@ -54,7 +54,7 @@ class _Search:
     views: tuple[str, ...]
     locale: str
     n: int
-    catalog: Catalog | None = None
+    catalog: Catalog  # the one its caller holds
 
 
 @dataclass(frozen=True)
@@ -213,12 +213,12 @@ class ChunkIndex:
         return self._read(question, catalog).terms
 
     def coverage_terms(self, question: str, catalog: Catalog | None = None,
-                       ) -> tuple[set[str], dict[str, frozenset[str]]]:
+                       ) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
         """What coverage reads of ``question``: its terms as asked (mended, abbreviations
         not expanded), and for each abbreviation it uses, the terms of the long form that
         count in its place (a passage may use either)."""
         read = self._read(question, catalog)
-        return set(read.asked), read.alternatives
+        return read.asked, read.alternatives
 
     def _read(self, question: str, catalog: Catalog | None) -> _Reading:
         """How retrieval reads ``question``, cached per index generation and settings
@@ -262,19 +262,16 @@ class ChunkIndex:
         """Share of the question's IDF-weighted terms that occur in the chunk (its title,
         headings and tags included). Terms the knowledge base has never seen weigh most."""
         cat = self.holding((cid,), catalog)
-        return cat.coverage(*self._coverage_args(question, cat, cid))
+        asked, alternatives = self.coverage_terms(question, cat)
+        return cat.coverage(asked, cid, alternatives)
 
     def article_coverage(self, question: str, cid: str,
                          catalog: Catalog | None = None) -> float:
         """Share of the question's IDF-weighted terms that occur anywhere in the chunk's
         article version (see :meth:`assist.catalog.Catalog.article_coverage`)."""
         cat = self.holding((cid,), catalog)
-        return cat.article_coverage(*self._coverage_args(question, cat, cid))
-
-    def _coverage_args(self, question: str, cat: Catalog, cid: str,
-                       ) -> tuple[set[str], str, dict[str, frozenset[str]]]:
         asked, alternatives = self.coverage_terms(question, cat)
-        return asked, cid, alternatives
+        return cat.article_coverage(asked, cid, alternatives)
 
     def lexical_ceiling(self, question: str, catalog: Catalog | None = None) -> float:
         """The most BM25 score a passage can get for the question (see
@@ -359,16 +356,15 @@ class ChunkIndex:
         """Chunk id -> cosine of the question ``vector`` to the chunk's closest sentence,
         for the chunks that have sentence vectors (:mod:`assist.sentences`)."""
         cat = catalog or self.catalog()
-        wanted = list(chunk_ids)
-        known = [cid for cid in wanted if cid in cat.ids]
-        out = cat.sentences.best_by_id(vector, known, [cat.ids[cid] for cid in known])
-        newer = self._catalog
-        if len(known) < len(wanted) and newer is not None and newer is not cat:
-            # chunks Chroma found after ``cat`` loaded (see :meth:`_holding`)
-            late = [cid for cid in wanted if cid not in cat.ids and cid in newer.ids]
-            if late:
-                out.update(newer.sentences.best_by_id(vector, late,
-                                                      [newer.ids[cid] for cid in late]))
+        # each chunk in the catalog that holds it (see :meth:`holding`)
+        groups: dict[int, tuple[Catalog, list[str]]] = {}
+        for cid in chunk_ids:
+            held = self.holding((cid,), cat)
+            if cid in held.ids:
+                groups.setdefault(id(held), (held, []))[1].append(cid)
+        out: dict[str, float] = {}
+        for held, ids in groups.values():
+            out.update(held.sentences.best_by_id(vector, ids, [held.ids[c] for c in ids]))
         return out
 
     def clear(self) -> None:
@@ -405,7 +401,7 @@ class ChunkIndex:
         vectors = np.empty((len(items), self.embedder.dim), dtype=np.float32)
         hits: list[list[tuple[str, float]]] = [[] for _ in items]
         for rows in groups.values():
-            cat = items[rows[0]].catalog or self.catalog()
+            cat = items[rows[0]].catalog
             vectors[rows] = self.embed_questions([items[i].question for i in rows], cat)
             found = self._dense_many(vectors[rows],
                                      [(items[i].views, items[i].locale, items[i].n)
