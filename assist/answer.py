@@ -7,6 +7,7 @@ audience, risk) after retrieval; the index is only a way to find candidates.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -121,23 +122,61 @@ class Evidence:
 
 
 def serve_order(valid: Sequence[Candidate], *, top_k: int, min_score: float,
-                withheld: Callable[[Candidate], bool] = lambda c: False) -> list[Candidate]:
+                withheld: Callable[[Candidate], bool] = lambda c: False,
+                diversity: float = 0.0) -> list[Candidate]:
     """The candidates an answer serves, best first: the top one, then those close enough to
     the question (cosine at least ``min_score``; only the top passage may stand on lexical
     evidence alone), never ``withheld`` ones, never two overlapping spans of one article,
-    at most ``top_k``."""
+    at most ``top_k``.
+
+    ``diversity`` (``answer.diversity``): after the top passage, each candidate competes
+    with its fused score lowered by ``diversity`` for every passage of its article already
+    chosen, so a further section of an article served already gives way to another
+    article's passage scoring nearly as well. The top passage, and the order in which
+    articles first appear, never change; 0 serves in the given order."""
+    eligible = [c for i, c in enumerate(valid)
+                if not (i and (c.dense is None or c.dense < min_score)) and not withheld(c)]
     chosen: list[Candidate] = []
-    for i, c in enumerate(valid):
-        if i and (c.dense is None or c.dense < min_score):
-            continue
-        if withheld(c):
-            continue
-        if any(o.chunk.article_id == c.chunk.article_id and o.chunk.start < c.chunk.end
-               and c.chunk.start < o.chunk.end for o in chosen):
-            continue
-        chosen.append(c)
-        if len(chosen) >= top_k:
+    per_article: dict[str, int] = {}
+
+    def overlaps(c: Candidate) -> bool:
+        return any(o.chunk.article_id == c.chunk.article_id and o.chunk.start < c.chunk.end
+                   and c.chunk.start < o.chunk.end for o in chosen)
+
+    if diversity <= 0.0:
+        for c in eligible:
+            if not overlaps(c):
+                chosen.append(c)
+                if len(chosen) >= top_k:
+                    break
+        return chosen
+    # Only the best remaining passage of each article can be the next pick (the penalty is
+    # the same for all of an article's passages), and in a list ranked best first that is
+    # the first remaining one: each pick compares one head per article.
+    heads: dict[str, list[Candidate]] = {}
+    for c in eligible:
+        heads.setdefault(c.chunk.article_id, []).append(c)
+    queues = {a: iter(cs) for a, cs in heads.items()}
+    front: dict[str, Candidate | None] = {a: next(q, None) for a, q in queues.items()}
+    position = {id(c): i for i, c in enumerate(eligible)}
+    while len(chosen) < top_k:
+        best: Candidate | None = None
+        best_key = (0.0, 0)
+        for a, head in front.items():
+            if head is None:
+                continue
+            key = (head.score - diversity * per_article.get(a, 0) if chosen else math.inf,
+                   -position[id(head)])
+            if best is None or key > best_key:
+                best, best_key = head, key
+        if best is None:
             break
+        a = best.chunk.article_id
+        front[a] = next(queues[a], None)
+        if overlaps(best):
+            continue
+        chosen.append(best)
+        per_article[a] = per_article.get(a, 0) + 1
     return chosen
 
 
@@ -181,7 +220,8 @@ def lead_language_first(lead: Candidate | None, valid: Sequence[Candidate],
     if lead is None or not valid or valid[0].chunk.article_id == lead.chunk.article_id:
         return list(valid)
     article = lead.chunk.article_id
-    shown = serve_order(valid, top_k=answer.default_top_k, min_score=answer.min_score)
+    shown = serve_order(valid, top_k=answer.default_top_k, min_score=answer.min_score,
+                         diversity=answer.diversity)
     if not any(c.chunk.article_id == article for c in shown):
         return list(valid)
     return ([c for c in valid if c.chunk.article_id == article]
@@ -600,7 +640,8 @@ class Assistant:
             info = infos[c.chunk.article_id]
             return info.freshness.stale and stored_risk(info.meta) == "high"
 
-        chosen = serve_order(valid, top_k=top_k, min_score=cfg.min_score, withheld=withheld)
+        chosen = serve_order(valid, top_k=top_k, min_score=cfg.min_score, withheld=withheld,
+                             diversity=cfg.diversity)
         rival = self._rival(top, valid, infos, chosen, catalog=catalog)
         if rival is not None:
             a, b, clash = rival

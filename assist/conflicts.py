@@ -428,7 +428,7 @@ class Simulation:
             assert lead is not None
             return Outcome(ESCALATE, (), lead=lead.chunk)
         chosen = serve_order(valid, top_k=min(EVAL_TOP_K, cfg.max_top_k),
-                             min_score=cfg.min_score)
+                             min_score=cfg.min_score, diversity=cfg.diversity)
         rival = disagreement(valid, chosen, margin=cfg.ambiguity_margin, idf=self.catalog.idf,
                              statements_of=self._statements_of)
         if rival is not None:

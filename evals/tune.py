@@ -152,7 +152,7 @@ def outcome(o: Observed, policy: Policy, *, decide: bool = True) -> CaseResult:
         or lacks_approved_language(lead, valid, policy.answer))
     served = [] if abstain or not valid else serve_order(
         valid, top_k=min(EVAL_TOP_K, policy.answer.max_top_k),
-        min_score=policy.answer.min_score)
+        min_score=policy.answer.min_score, diversity=policy.answer.diversity)
     top = served[0].chunk if served else None
     return CaseResult(
         **expectation(o.case), status="answered" if served else "no_answer",

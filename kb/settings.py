@@ -145,6 +145,12 @@ class AnswerSettings(BaseModel):
         default=0.15,
         description="Abstain also when the top passage covers a smaller share of the "
                     "question's IDF-weighted terms.")
+    diversity: float = Field(
+        default=0.1, ge=0.0,
+        description="After the top passage, a passage's fused score is lowered by this much "
+                    "for each passage of its article already served, so another article "
+                    "scoring nearly as well is shown instead of a further section of the "
+                    "same one (0: passages in score order).")
     ambiguity_margin: float = Field(
         default=0.08,
         description="Cosine gap under which two policies compete for the same question.")

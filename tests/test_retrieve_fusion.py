@@ -6,8 +6,9 @@ import math
 
 import pytest
 
+from assist.answer import serve_order
 from assist.chunks import Chunk
-from assist.retrieve import fuse, lead_of, order
+from assist.retrieve import Candidate, fuse, lead_of, order
 from kb.settings import RetrievalSettings
 
 A, B, C = "a|1|0|10", "b|1|0|10", "c|1|0|10"
@@ -113,3 +114,40 @@ def test_one_order_sets_unservable_text_aside_and_cuts_the_shortlist() -> None:
                               servable=lambda c: c.servable and c.article_id != "a")
     assert [u.chunk for _, u in unservable] == [hi_text, a1, a2]
     assert [above for above, _ in unservable] == [0, 0, 2]
+
+
+def _cand(article: str, start: int, score: float, dense: float | None = 0.6) -> Candidate:
+    return Candidate(_chunk(article, start), dense, None, score)
+
+
+def test_served_passages_make_room_for_another_article_scoring_nearly_as_well() -> None:
+    """`answer.diversity`: a further section of an article already served gives way to
+    another article within the penalty; the top passage and the order in which articles
+    first appear never change."""
+    a1, a2, a3 = _cand("a", 0, 0.90), _cand("a", 20, 0.89), _cand("a", 40, 0.84)
+    b1, c1 = _cand("b", 0, 0.78), _cand("c", 0, 0.60)
+    ranked = [a1, a2, a3, b1, c1]
+    assert serve_order(ranked, top_k=3, min_score=0.3) == [a1, a2, a3]  # diversity 0
+    # a2 (0.89 - 0.1) still beats b1 (0.78); then a3 (0.84 - 0.2) gives way to b1.
+    assert serve_order(ranked, top_k=3, min_score=0.3, diversity=0.1) == [a1, a2, b1]
+    assert serve_order(ranked, top_k=5, min_score=0.3, diversity=0.1) == [a1, a2, b1, a3, c1]
+    # A larger penalty puts every article's best passage before any second one.
+    assert serve_order(ranked, top_k=3, min_score=0.3, diversity=1.0) == [a1, b1, c1]
+    # Far below, another article does not displace a close second section.
+    far = [a1, a2, _cand("b", 0, 0.40)]
+    assert serve_order(far, top_k=2, min_score=0.3, diversity=0.1) == [a1, a2]
+
+
+def test_diversity_keeps_the_serving_rules() -> None:
+    """The top passage as ranked (even below another's score: approved language moved
+    first), the cosine floor for later passages, withheld and overlapping spans."""
+    lead = _cand("h", 0, 0.50)  # moved first by `lead_language_first`
+    a1, a2 = _cand("a", 0, 0.90), _cand("a", 20, 0.88)
+    weak = _cand("b", 0, 0.89, dense=0.1)  # below min_score: only the top may be lexical-only
+    assert serve_order([lead, a1, weak, a2], top_k=3, min_score=0.3,
+                       diversity=0.1) == [lead, a1, a2]
+    assert serve_order([lead, a1, weak, a2], top_k=3, min_score=0.3, diversity=0.1,
+                       withheld=lambda c: c is a1) == [lead, a2]
+    overlap = Candidate(_chunk("a", 5), 0.6, None, 0.89)  # "a" 5-15 overlaps "a" 0-10
+    assert serve_order([a1, overlap, a2], top_k=3, min_score=0.3,
+                       diversity=0.1) == [a1, a2]
