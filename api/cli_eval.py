@@ -20,7 +20,8 @@ from kb.errors import CanonError, InvalidInput
 eval_app = typer.Typer(no_args_is_help=True, help="Answer-accuracy suites and regression gates.")
 
 
-METRIC_ORDER = ["cases", "hit@1", "hit@3", "hit@5", "mrr@10", "section_hit@1",
+METRIC_ORDER = ["cases", "hit@1", "hit@3", "hit@5", "passage_hit@3", "passage_hit@5",
+                "mrr@10", "section_hit@1",
                 "contains_accuracy", "abstention_precision", "abstention_recall",
                 "abstention_f1", "false_abstention", "wrong_answer_rate", "consistency",
                 "consistency_article",

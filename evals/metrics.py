@@ -103,6 +103,18 @@ def hit_at_k(results: Sequence[CaseResult], k: int) -> float | None:
     return _share(sum(_first_rank(r, k) is not None for r in cases), len(cases))
 
 
+def passage_hit_at_k(results: Sequence[CaseResult], k: int) -> float | None:
+    """Share of answerable cases with expected articles that were answered and whose first
+    ``k`` passages (not distinct articles: what an agent reads in an answer of ``top_k``
+    passages) include one from an expected article. ``None`` when no case is eligible."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    cases = _retrieval_cases(results)
+    expected = [set(r.expected_articles) for r in cases]
+    return _share(sum(r.answered and any(a in e for a in r.ranked_articles[:k])
+                      for r, e in zip(cases, expected, strict=True)), len(cases))
+
+
 def mrr_at_k(results: Sequence[CaseResult], k: int = 10) -> float | None:
     """Mean over answerable cases with expected articles of ``1 / rank`` of the first expected
     article among the first ``k`` distinct ranked articles.
@@ -235,6 +247,8 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, float | None]:
         "hit@1": hit_at_k(results, 1),
         "hit@3": hit_at_k(results, 3),
         "hit@5": hit_at_k(results, 5),
+        "passage_hit@3": passage_hit_at_k(results, 3),
+        "passage_hit@5": passage_hit_at_k(results, 5),
         "mrr@10": mrr_at_k(results, 10),
         "section_hit@1": section_hit_at_1(results),
         "contains_accuracy": contains_accuracy(results),

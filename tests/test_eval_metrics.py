@@ -19,6 +19,7 @@ from evals.metrics import (
     hit_at_k,
     latency_percentiles,
     mrr_at_k,
+    passage_hit_at_k,
     section_hit,
     section_hit_at_1,
     summarize,
@@ -86,6 +87,19 @@ def test_hit_at_k_counts_distinct_articles_so_duplicates_do_not_push_hits_out() 
     results = [res("1", ranked=("x", "x", "x", "a"))]
     assert hit_at_k(results, 1) == 0.0
     assert hit_at_k(results, 2) == 1.0
+
+
+def test_passage_hit_at_k_counts_passages_not_distinct_articles() -> None:
+    """What an agent reads in an answer of k passages: x, x, x, a has article a as its 2nd
+    distinct article but 4th passage."""
+    results = [res("1", ranked=("x", "x", "x", "a")), res("2", ranked=("a", "x")),
+               res("3", ranked=("a",), status="escalate"), unanswerable("4")]
+    assert passage_hit_at_k(results, 3) == pytest.approx(1 / 3)
+    assert passage_hit_at_k(results, 4) == pytest.approx(2 / 3)
+    assert hit_at_k(results, 2) == pytest.approx(2 / 3)
+    assert passage_hit_at_k([unanswerable("1")], 3) is None
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        passage_hit_at_k(results, 0)
 
 
 def test_hit_at_k_any_expected_article_counts() -> None:
@@ -305,7 +319,8 @@ def test_summarize_has_every_key() -> None:
     ]
     got = summarize(results)
     assert list(got) == [
-        "cases", "hit@1", "hit@3", "hit@5", "mrr@10", "section_hit@1", "contains_accuracy",
+        "cases", "hit@1", "hit@3", "hit@5", "passage_hit@3", "passage_hit@5", "mrr@10",
+        "section_hit@1", "contains_accuracy",
         "abstention_precision", "abstention_recall", "abstention_f1", "false_abstention",
         "wrong_answer_rate", "consistency", "consistency_article", "verbatim",
         "latency_p50_ms", "latency_p95_ms",
