@@ -24,7 +24,6 @@ from assist import indexer
 from assist.answer import Assistant, Question
 from assist.chunks import Chunk, chunk_version
 from assist.conflicts import Expectation, Outcome, failure, statement_conflicts
-from assist.embedder import MiniLMEmbedder
 from assist.runtime import make_assistant, make_index
 from assist.statements import (
     Ledger,
@@ -45,7 +44,7 @@ from kb.articles import iter_article_files, parse_article
 from kb.models import ArticleVersion
 from kb.settings import Settings
 from kb.sync import sync_folder
-from tests.kbs import build_kb
+from tests.kbs import build_kb, shared_embedder
 
 CONTENT = Path(__file__).resolve().parent.parent / "content"
 
@@ -276,7 +275,7 @@ def test_suite_cases_become_expectations() -> None:
 
 # --- end to end: a copy of the demo KB, the real model -----------------------------------
 
-_EMBEDDER = MiniLMEmbedder()
+_EMBEDDER = shared_embedder()
 
 
 def _open(root: Path) -> tuple[Settings, Engine, Assistant]:

@@ -13,7 +13,7 @@ from assist.catalog import Catalog, LexicalTokenizer, _one_edit, build_catalog
 from assist.chunks import Chunk
 from assist.embedder import MiniLMEmbedder
 from kb.models import QueryLog
-from tests.kbs import BuiltKB, build_kb
+from tests.kbs import BuiltKB, build_kb, shared_embedder
 
 # --- the mending rule (fast) --------------------------------------------------------------
 
@@ -83,7 +83,7 @@ CLEAN = "customer wants a refund on an annual plan after 20 days"
 
 @pytest.fixture(scope="module")
 def kbs(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, BuiltKB]:
-    embedder = MiniLMEmbedder()
+    embedder = shared_embedder()
     return {on: build_kb(tmp_path_factory.mktemp(f"typos-{on}"), embedder=embedder,
                          index={"typo_tolerance": on})
             for on in (True, False)}
