@@ -18,6 +18,7 @@ from evals import runner
 from evals.suites import load_suite
 from evals.workspace import scratch_workspace
 from kb.settings import Settings
+from tests.kbs import shared_embedder
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,10 @@ GATE = ROOT / "evals" / "gates" / "demo.yaml"
 
 
 @pytest.fixture
-def kb(tmp_path: Path):  # type: ignore[no-untyped-def]
+def kb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    # The CLI's scratch workspaces embed with the run's shared model (passage vectors cached
+    # across runs: the planted regression re-indexes mostly unchanged text).
+    monkeypatch.setattr("assist.runtime.MiniLMEmbedder", lambda **_: shared_embedder())
     env = {"KB_DATA_DIR": str(tmp_path / ".canon"), "KB_CONTENT_DIR": str(ROOT / "content"),
            "KB_DATABASE_URL": f"sqlite:///{tmp_path / 'runs.db'}"}
 
@@ -74,7 +78,7 @@ def test_demo_suite_passes_its_gate_then_a_planted_regression_fails(
 def test_verbatim_check_reports_a_corrupted_stored_slice(tmp_path: Path) -> None:
     suite = load_suite(ROOT / "evals" / "suites" / "demo.yaml")
     settings = Settings(data_dir=tmp_path / ".canon")
-    with scratch_workspace(ROOT / "content", settings) as ws:
+    with scratch_workspace(ROOT / "content", settings, embedder=shared_embedder()) as ws:
         ask = runner.in_process(ws.assistant)
         checker = runner.VerbatimChecker(ws.engine)
         clean = runner.run_suite(suite, ask=ask, checker=runner.VerbatimChecker(ws.engine))
