@@ -124,59 +124,64 @@ class Evidence:
 def serve_order(valid: Sequence[Candidate], *, top_k: int, min_score: float,
                 withheld: Callable[[Candidate], bool] = lambda c: False,
                 diversity: float = 0.0) -> list[Candidate]:
-    """The candidates an answer serves, best first: the top one, then those close enough to
-    the question (cosine at least ``min_score``; only the top passage may stand on lexical
-    evidence alone), never ``withheld`` ones, never two overlapping spans of one article,
-    at most ``top_k``.
+    """The candidates an answer serves: the first one as ranked (the top passage), then
+    those close enough to the question (cosine at least ``min_score``; only the top passage
+    may stand on lexical evidence alone), never ``withheld`` ones, never two overlapping
+    spans of one article, at most ``top_k``.
 
-    ``diversity`` (``answer.diversity``): after the top passage, each candidate competes
-    with its fused score lowered by ``diversity`` for every passage of its article already
-    chosen, so a further section of an article served already gives way to another
-    article's passage scoring nearly as well. The top passage, and the order in which
-    articles first appear, never change; 0 serves in the given order."""
+    ``diversity`` (``answer.diversity``, a share of the best candidate's fused score; the
+    share makes it mean the same for every fusion's scale): after the top passage, each
+    candidate competes with its fused score lowered by ``diversity`` x that best score for
+    every passage of its article already chosen, so a further section of an article
+    served already gives way to another article's passage scoring nearly as well. The top
+    passage never changes, nor, for a list ranked best first, the order in which articles
+    first appear (an article's first passage carries no penalty). 0 serves in the given
+    order."""
+    if top_k < 1:
+        return []
     eligible = [c for i, c in enumerate(valid)
                 if not (i and (c.dense is None or c.dense < min_score)) and not withheld(c)]
     chosen: list[Candidate] = []
-    per_article: dict[str, int] = {}
 
     def overlaps(c: Candidate) -> bool:
         return any(o.chunk.article_id == c.chunk.article_id and o.chunk.start < c.chunk.end
                    and c.chunk.start < o.chunk.end for o in chosen)
 
-    if diversity <= 0.0:
+    unit = max((c.score for c in eligible), default=0.0)
+    if not (diversity > 0.0 and 0.0 < unit < math.inf) or len(eligible) < 2:
         for c in eligible:
             if not overlaps(c):
                 chosen.append(c)
                 if len(chosen) >= top_k:
                     break
         return chosen
-    # Only the best remaining passage of each article can be the next pick (the penalty is
-    # the same for all of an article's passages), and in a list ranked best first that is
-    # the first remaining one: each pick compares one head per article.
-    heads: dict[str, list[Candidate]] = {}
-    for c in eligible:
-        heads.setdefault(c.chunk.article_id, []).append(c)
-    queues = {a: iter(cs) for a, cs in heads.items()}
-    front: dict[str, Candidate | None] = {a: next(q, None) for a, q in queues.items()}
-    position = {id(c): i for i, c in enumerate(eligible)}
-    while len(chosen) < top_k:
-        best: Candidate | None = None
-        best_key = (0.0, 0)
-        for a, head in front.items():
-            if head is None:
-                continue
-            key = (head.score - diversity * per_article.get(a, 0) if chosen else math.inf,
-                   -position[id(head)])
-            if best is None or key > best_key:
-                best, best_key = head, key
-        if best is None:
-            break
-        a = best.chunk.article_id
-        front[a] = next(queues[a], None)
-        if overlaps(best):
+    penalty = diversity * unit
+    chosen.append(eligible[0])
+    per_article = {eligible[0].chunk.article_id: 1}
+    # The penalty is the same for all of an article's passages, so only its best remaining
+    # one can be the next pick: each article's passages best first (ties as ranked), and
+    # each pick compares one head per article.
+    queues: dict[str, list[tuple[float, int, Candidate]]] = {}
+    for i, c in enumerate(eligible[1:], 1):
+        queues.setdefault(c.chunk.article_id, []).append((-c.score, i, c))
+    for queue in queues.values():
+        queue.sort(key=lambda item: (item[0], item[1]))
+        queue.reverse()  # popped from the end, best first
+    while len(chosen) < top_k and queues:
+        best_article, best_key = "", (-math.inf, 0)
+        for article, queue in queues.items():
+            neg_score, i, _ = queue[-1]
+            key = (-neg_score - penalty * per_article.get(article, 0), -i)
+            if key > best_key:
+                best_article, best_key = article, key
+        queue = queues[best_article]
+        c = queue.pop()[2]
+        if not queue:
+            del queues[best_article]
+        if overlaps(c):
             continue
-        chosen.append(best)
-        per_article[a] = per_article.get(a, 0) + 1
+        chosen.append(c)
+        per_article[best_article] = per_article.get(best_article, 0) + 1
     return chosen
 
 
@@ -210,8 +215,9 @@ def lead_language_first(lead: Candidate | None, valid: Sequence[Candidate],
     """``valid`` with the approved language of the ``lead``'s article first, when the
     question's best match is a ``risk: high`` article's plain text (``lead``) and that
     article's approved language is among the passages an answer of the default length
-    shows (:func:`serve_order`, ``answer.default_top_k`` and ``answer.min_score``; the
-    same whatever ``top_k`` a request asks for): it is the approved answer to the topic
+    shows in score order (:func:`serve_order` without ``diversity``,
+    ``answer.default_top_k`` and ``answer.min_score``; the same whatever ``top_k`` a
+    request asks for): it is the approved answer to the topic
     the question matched best, so it leads instead of a neighbour's text (and
     :func:`lacks_approved_language` does not escalate; it still does for a topic whose
     approved language would not be shown). The article's passages keep their order among
@@ -220,8 +226,9 @@ def lead_language_first(lead: Candidate | None, valid: Sequence[Candidate],
     if lead is None or not valid or valid[0].chunk.article_id == lead.chunk.article_id:
         return list(valid)
     article = lead.chunk.article_id
-    shown = serve_order(valid, top_k=answer.default_top_k, min_score=answer.min_score,
-                         diversity=answer.diversity)
+    # By score alone (no `diversity`): which passage leads, and so whether a high-risk
+    # topic escalates, is never loosened by making room for other articles.
+    shown = serve_order(valid, top_k=answer.default_top_k, min_score=answer.min_score)
     if not any(c.chunk.article_id == article for c in shown):
         return list(valid)
     return ([c for c in valid if c.chunk.article_id == article]

@@ -146,11 +146,12 @@ class AnswerSettings(BaseModel):
         description="Abstain also when the top passage covers a smaller share of the "
                     "question's IDF-weighted terms.")
     diversity: float = Field(
-        default=0.1, ge=0.0,
-        description="After the top passage, a passage's fused score is lowered by this much "
-                    "for each passage of its article already served, so another article "
-                    "scoring nearly as well is shown instead of a further section of the "
-                    "same one (0: passages in score order).")
+        default=0.1, ge=0.0, le=1.0,
+        description="After the top passage, a passage's fused score is lowered by this share "
+                    "of the best passage's score for each passage of its article already "
+                    "served, so another article scoring nearly as well is shown instead of a "
+                    "further section of the same one (0: passages in score order). From 0.0 "
+                    "to 1.0.")
     ambiguity_margin: float = Field(
         default=0.08,
         description="Cosine gap under which two policies compete for the same question.")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
-from assist.answer import serve_order
+from assist.answer import lacks_approved_language, lead_language_first, serve_order
 from assist.chunks import Chunk
 from assist.retrieve import Candidate, fuse, lead_of, order
-from kb.settings import RetrievalSettings
+from kb.settings import AnswerSettings, RetrievalSettings
 
 A, B, C = "a|1|0|10", "b|1|0|10", "c|1|0|10"
 DENSE = [(A, 0.9), (B, 0.7), (C, 0.5)]
@@ -151,3 +152,76 @@ def test_diversity_keeps_the_serving_rules() -> None:
     overlap = Candidate(_chunk("a", 5), 0.6, None, 0.89)  # "a" 5-15 overlaps "a" 0-10
     assert serve_order([a1, overlap, a2], top_k=3, min_score=0.3,
                        diversity=0.1) == [a1, a2]
+
+
+def _reference(valid: list[Candidate], top_k: int, min_score: float,
+               withheld: set[int], diversity: float) -> list[Candidate]:
+    """Greedy maximal marginal relevance written plainly: the first eligible candidate,
+    then at each step the best (score - diversity x best score x passages of its article
+    chosen), ties as ranked, skipping overlaps; diversity 0: in the order given."""
+    eligible = [c for i, c in enumerate(valid)
+                if not (i and (c.dense is None or c.dense < min_score)) and id(c) not in withheld]
+    unit = max((c.score for c in eligible), default=0.0)
+    chosen: list[Candidate] = []
+    left = list(range(len(eligible)))
+    while len(chosen) < top_k:
+        free = [j for j in left if not any(
+            o.chunk.article_id == eligible[j].chunk.article_id
+            and o.chunk.start < eligible[j].chunk.end and eligible[j].chunk.start < o.chunk.end
+            for o in chosen)]
+        if not free:
+            break
+        j = free[0] if not chosen or not diversity else max(free, key=lambda j: (
+            eligible[j].score - diversity * unit * sum(
+                o.chunk.article_id == eligible[j].chunk.article_id for o in chosen), -j))
+        left.remove(j)
+        chosen.append(eligible[j])
+    return chosen
+
+
+def test_serve_order_matches_a_plain_greedy_reference_on_random_lists() -> None:
+    """Sorted or not (approved language moved first, or any order), with ties, overlapping
+    spans, withheld and lexical-only passages; diversity 0 is the plain rule."""
+    rng = random.Random(7)
+    for trial in range(3000):
+        cands = []
+        for _ in range(rng.randint(0, 9)):
+            c = _chunk(rng.choice("abcd"), rng.choice([0, 5, 10, 20, 30]))
+            cands.append(Candidate(c, rng.choice([None, 0.1, 0.35, 0.5, 0.8]), None,
+                                   rng.choice([0.5, 0.6, 0.7, 0.8, 0.9, rng.random()])))
+        if trial % 2:
+            cands.sort(key=lambda c: -c.score)
+        withheld = {id(c) for c in cands if rng.random() < 0.15}
+        top_k, diversity = rng.randint(1, 6), rng.choice([0.0, 0.05, 0.1, 0.3, 1.0])
+        got = serve_order(cands, top_k=top_k, min_score=0.3, diversity=diversity,
+                          withheld=lambda c, w=withheld: id(c) in w)  # type: ignore[misc]
+        want = _reference(cands, top_k, 0.3, withheld, diversity)
+        assert [id(c) for c in got] == [id(c) for c in want], (trial, cands, top_k, diversity)
+
+
+def test_diversity_means_the_same_on_every_fusions_scale() -> None:
+    """A share of the best score: RRF's scores (about 1/60) and raw BM25 (tens) serve as
+    the cosine-scale ones do."""
+    ranked = [_cand("a", 0, 0.90), _cand("a", 20, 0.89), _cand("a", 40, 0.84),
+              _cand("b", 0, 0.78), _cand("c", 0, 0.60)]
+    want = [c.chunk for c in serve_order(ranked, top_k=5, min_score=0.3, diversity=0.1)]
+    for scale in (1 / 60, 40.0):
+        scaled = [Candidate(c.chunk, c.dense, c.lexical, c.score * scale) for c in ranked]
+        got = serve_order(scaled, top_k=5, min_score=0.3, diversity=0.1)
+        assert [c.chunk for c in got] == want
+    assert serve_order(ranked, top_k=0, min_score=0.3, diversity=0.1) == []
+    assert serve_order(ranked, top_k=0, min_score=0.3) == []
+
+
+def test_diversity_never_decides_which_passage_leads() -> None:
+    """A high-risk article's approved language leads only when it is among the first
+    `default_top_k` passages by score: making room for other articles in the answer does
+    not loosen the `no_approved_language` escalation."""
+    lead = Candidate(_chunk("hi", 0, risk="high"), 0.9, None, 0.95)  # plain text, unservable
+    block = Candidate(_chunk("hi", 20, risk="high", approved=True), 0.6, None, 0.72)
+    valid = [_cand("a", 0, 0.80), _cand("a", 20, 0.78), _cand("a", 40, 0.77), block]
+    answer = AnswerSettings(default_top_k=3, diversity=1.0)
+    # With diversity the block would be among three passages served; by score it is 4th.
+    assert block in serve_order(valid, top_k=3, min_score=0.3, diversity=1.0)
+    assert lead_language_first(lead, valid, answer) == valid
+    assert lacks_approved_language(lead, valid, answer)
