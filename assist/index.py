@@ -359,7 +359,7 @@ class ChunkIndex:
         # each chunk in the catalog that holds it (see :meth:`holding`)
         groups: dict[int, tuple[Catalog, list[str]]] = {}
         for cid in chunk_ids:
-            held = self.holding((cid,), cat)
+            held = cat if cid in cat.ids else self.holding((cid,), cat)
             if cid in held.ids:
                 groups.setdefault(id(held), (held, []))[1].append(cid)
         out: dict[str, float] = {}
