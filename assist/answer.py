@@ -165,8 +165,7 @@ def serve_order(valid: Sequence[Candidate], *, top_k: int, min_score: float,
     for i, c in enumerate(eligible[1:], 1):
         queues.setdefault(c.chunk.article_id, []).append((-c.score, i, c))
     for queue in queues.values():
-        queue.sort(key=lambda item: (item[0], item[1]))
-        queue.reverse()  # popped from the end, best first
+        queue.sort(key=lambda item: (item[0], item[1]), reverse=True)  # popped from the end
     while len(chosen) < top_k and queues:
         best_article, best_key = "", (-math.inf, 0)
         for article, queue in queues.items():

@@ -179,9 +179,9 @@ def acronym_conflicts(assistant: Assistant, *, article_id: str, old: Sequence[Ch
     if not assistant.settings.index.expand_acronyms:
         return []
     mine = defined((c.text for c in new), stop=STOPWORDS)
-    before = defined((c.text for c in old), stop=STOPWORDS)
     if not mine:
         return []
+    before = defined((c.text for c in old), stop=STOPWORDS)
     texts: dict[str, list[str]] = {}
     for c in assistant.index.catalog().chunks:
         if c.article_id != article_id:

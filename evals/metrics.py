@@ -110,9 +110,8 @@ def passage_hit_at_k(results: Sequence[CaseResult], k: int) -> float | None:
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     cases = _retrieval_cases(results)
-    expected = [set(r.expected_articles) for r in cases]
-    return _share(sum(r.answered and any(a in e for a in r.ranked_articles[:k])
-                      for r, e in zip(cases, expected, strict=True)), len(cases))
+    return _share(sum(r.answered and any(a in r.expected_articles for a in r.ranked_articles[:k])
+                      for r in cases), len(cases))
 
 
 def mrr_at_k(results: Sequence[CaseResult], k: int = 10) -> float | None:
