@@ -15,7 +15,13 @@ What is fitted, on the training folds only:
   difference (on a few hundred cases, most apparent gains are noise);
 - abstention: a logistic regression over the evidence signals
   (:data:`assist.calibration.SIGNALS`), its threshold set at the operator's operating point
-  (at most ``max_false_abstention`` of answerable training cases abstained).
+  (at most ``max_false_abstention`` of answerable training cases abstained). Besides the
+  suite's unanswerable cases, each answerable case lends a *withheld-article* negative: the
+  same question's evidence with its expected articles taken out (:func:`withhold`), which is
+  what the answer path finds for a question on a topic the knowledge base does not cover.
+  Evaluators label few unanswerable questions (the development sets hold 7 and 11); the
+  withheld-article negatives give the fit one per answerable case, and an estimate of
+  abstention held out on as many questions (``withheld_abstention``).
 
 k-fold cross-validation (folds stratified by answerability, assigned by a hash of the case
 id, so reruns agree) reports the held-out metrics of the tuning procedure next to those of
@@ -24,10 +30,11 @@ the shipped settings on the same folds. The record finally stored is fitted on e
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +68,7 @@ WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 SUPPORTS = (0.15, 0.3, 0.5)
 HEADLINE = ("hit@1", "hit@5", "mrr@10", "section_hit@1", "abstention_recall",
             "false_abstention", "wrong_answer_rate", "consistency", "consistency_article")
+WITHHELD = "#withheld"  # id suffix of a withheld-article negative
 
 
 @dataclass(frozen=True)
@@ -86,11 +94,12 @@ class TuneResult:
     params: dict[str, Any]
     fold_params: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    withheld: int = 0  # withheld-article negatives the fit used (0: not used)
 
     def metrics(self) -> dict[str, Any]:
         """What the stored record keeps besides its parameters."""
         return {"folds": self.folds, "cases": self.cases, "answerable": self.answerable,
-                "unanswerable": self.unanswerable,
+                "unanswerable": self.unanswerable, "withheld_negatives": self.withheld,
                 "max_false_abstention": self.max_false_abstention,
                 "cross_validated": {"defaults": self.defaults, "tuned": self.tuned},
                 "fold_params": self.fold_params, "notes": self.notes}
@@ -107,6 +116,37 @@ def observe(assistant: Assistant, suite: Suite, *, default_audience: str,
         if progress:
             progress(i, len(suite.cases))
     return seen
+
+
+def withhold(ev: Evidence, articles: Collection[str]) -> Evidence:
+    """``ev`` as it would be if the knowledge base did not hold ``articles``: every hit of
+    theirs is dropped, everything else is kept as found (the other hits' scores and
+    coverage do not depend on those articles, save BM25's document frequencies, which
+    shift by the withheld articles' share of the corpus)."""
+    gone = set(articles)
+
+    def kept(cid: str) -> bool:
+        chunk = ev.chunks.get(cid) or ev.unservable.get(cid)
+        return chunk is None or chunk.article_id not in gone
+
+    return dataclasses.replace(
+        ev, dense=[h for h in ev.dense if kept(h[0])],
+        lexical=[h for h in ev.lexical if kept(h[0])],
+        chunks={k: v for k, v in ev.chunks.items() if v.article_id not in gone},
+        unservable={k: v for k, v in ev.unservable.items() if v.article_id not in gone},
+        coverage={k: v for k, v in ev.coverage.items() if kept(k)},
+        article_coverage={k: v for k, v in ev.article_coverage.items() if kept(k)},
+        sentences={k: v for k, v in ev.sentences.items() if kept(k)})
+
+
+def withheld_negatives(seen: Sequence[Observed]) -> list[Observed]:
+    """One unanswerable case per answerable case that names its articles: the same question
+    and audience, with those articles withheld from its evidence (:func:`withhold`)."""
+    return [Observed(dataclasses.replace(
+                o.case, id=o.case.id + WITHHELD, answerable=False, articles=(), section=None,
+                sections=(), gold_sections=(), contains=(), group=None),
+                withhold(o.evidence, o.case.articles))
+            for o in seen if o.case.answerable and o.case.articles]
 
 
 def ranked(ev: Evidence, retrieval: RetrievalSettings) -> list[Candidate]:
@@ -185,8 +225,9 @@ def retrieval_grid(base: RetrievalSettings) -> list[RetrievalSettings]:
 
 
 def fit(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSettings,
-        max_false_abstention: float) -> tuple[Policy, list[str]]:
-    """Retrieval, then abstention, fitted on ``seen``."""
+        max_false_abstention: float, withheld: bool = True) -> tuple[Policy, list[str]]:
+    """Retrieval, then abstention, fitted on ``seen`` (``withheld``: and on the
+    withheld-article negatives of its answerable cases, :func:`withheld_negatives`)."""
     notes: list[str] = []
     best = Policy(base, answer)
     if base.fusion in TUNABLE_FUSIONS:
@@ -203,13 +244,14 @@ def fit(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSett
                 best, best_gain = policy, gain
     else:
         notes.append(f"retrieval.fusion is '{base.fusion}': only abstention is tuned")
-    labels = [o.case.answerable for o in seen]
+    examples = [*seen, *withheld_negatives(seen)] if withheld else list(seen)
+    labels = [o.case.answerable for o in examples]
     if sum(labels) < MIN_CLASS or len(labels) - sum(labels) < MIN_CLASS:
         notes.append(f"abstention keeps the shipped thresholds: fitting it needs at least "
                      f"{MIN_CLASS} answerable and {MIN_CLASS} unanswerable cases")
         return best, notes
     rows, escalated = [], []
-    for o in seen:
+    for o in examples:
         valid, lead = ranked_with_lead(o.evidence, best.retrieval, answer)
         rows.append(evidence_signals(o.evidence, valid))
         escalated.append(lacks_approved_language(lead, valid, answer))
@@ -244,10 +286,20 @@ def params_of(policy: Policy, max_false_abstention: float) -> dict[str, Any]:
     }
 
 
+def _abstains(observed: Sequence[Observed], policy: Policy) -> list[bool]:
+    return [outcome(o, policy).status != "answered" for o in observed]
+
+
 def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSettings,
-         folds: int = 5, max_false_abstention: float = 0.05,
+         folds: int = 5, max_false_abstention: float = 0.05, withheld: bool = True,
          progress: Callable[[int, int], None] | None = None) -> TuneResult:
-    """Cross-validate the tuning procedure, then fit it on every case."""
+    """Cross-validate the tuning procedure, then fit it on every case (``withheld``: with
+    withheld-article negatives, :func:`withheld_negatives`).
+
+    Besides the suite's metrics, ``withheld_abstention`` is the share of the held-out
+    answerable cases' withheld-article negatives that each policy escalates: abstention on
+    questions whose topic the knowledge base lacks, measured on one question per
+    answerable case. It is reported whether or not the fit used them."""
     if not 0.0 <= max_false_abstention < 1.0:
         raise InvalidInput("--max-false-abstention is a share of answerable questions: "
                            f"give a value from 0 to below 1 (got {max_false_abstention})")
@@ -263,29 +315,37 @@ def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSet
     shipped = Policy(base, answer)
     held_default: list[CaseResult] = []
     held_tuned: list[CaseResult] = []
+    withheld_default: list[bool] = []
+    withheld_tuned: list[bool] = []
     fold_params: list[dict[str, Any]] = []
     for f in range(folds):
         train = [o for o, k in zip(seen, assignment, strict=True) if k != f]
         test = [o for o, k in zip(seen, assignment, strict=True) if k == f]
         policy, _ = fit(train, base=base, answer=answer,
-                        max_false_abstention=max_false_abstention)
+                        max_false_abstention=max_false_abstention, withheld=withheld)
         fold_params.append(params_of(policy, max_false_abstention)["retrieval"])
         held_default += [outcome(o, shipped) for o in test]
         held_tuned += [outcome(o, policy) for o in test]
+        negatives = withheld_negatives(test)
+        withheld_default += _abstains(negatives, shipped)
+        withheld_tuned += _abstains(negatives, policy)
         if progress:
             progress(f + 1, folds + 1)
     final, notes = fit(seen, base=base, answer=answer,
-                       max_false_abstention=max_false_abstention)
+                       max_false_abstention=max_false_abstention, withheld=withheld)
     if progress:
         progress(folds + 1, folds + 1)
     return TuneResult(
         folds=folds, cases=len(cases), answerable=sum(c.answerable for c in cases),
         unanswerable=sum(not c.answerable for c in cases),
         max_false_abstention=max_false_abstention,
-        defaults=_headline(summarize(held_default)), tuned=_headline(summarize(held_tuned)),
-        params=params_of(final, max_false_abstention), fold_params=fold_params, notes=notes)
+        defaults=_headline(summarize(held_default), withheld_default),
+        tuned=_headline(summarize(held_tuned), withheld_tuned),
+        params=params_of(final, max_false_abstention), fold_params=fold_params, notes=notes,
+        withheld=len(withheld_negatives(seen)) if withheld else 0)
 
 
-def _headline(m: dict[str, float | None]) -> dict[str, float | None]:
-    return {k: m.get(k) for k in HEADLINE}
+def _headline(m: dict[str, float | None], withheld: Sequence[bool]) -> dict[str, float | None]:
+    return {**{k: m.get(k) for k in HEADLINE},
+            "withheld_abstention": sum(withheld) / len(withheld) if withheld else None}
 

@@ -29,7 +29,17 @@ from assist.calibration import (
 from assist.catalog import LexicalTokenizer, build_catalog
 from assist.chunks import Chunk
 from evals.suites import load_suite
-from evals.tune import Observed, folds_of, observe, tune
+from assist.answer import Evidence
+from evals.suites import Case
+from evals.tune import (
+    WITHHELD,
+    Observed,
+    folds_of,
+    observe,
+    tune,
+    withheld_negatives,
+    withhold,
+)
 from kb import tuning
 from kb.identity import add_user
 from kb.models import AuditEvent
@@ -222,6 +232,36 @@ def test_article_coverage_counts_every_chunk_of_the_same_article_version() -> No
     assert cat.article_coverage(q, "nope|1|0|1") == 0.0
 
 
+def test_withholding_an_article_drops_its_every_hit_and_nothing_else() -> None:
+    a1, a2 = _chunk("router", 1, 0, "Restart the router."), _chunk("router", 1, 30, "Reset.")
+    b1, c1 = _chunk("billing", 1, 0, "Invoices."), _chunk("router", 2, 0, "Draft text.")
+    ev = Evidence(dense=[(a1.id, 0.8), (b1.id, 0.6), (a2.id, 0.5)],
+                  lexical=[(a2.id, 7.0), (b1.id, 3.0), (c1.id, 2.0)],
+                  chunks={a1.id: a1, a2.id: a2, b1.id: b1},
+                  coverage={a1.id: 0.9, a2.id: 0.8, b1.id: 0.4},
+                  article_coverage={a1.id: 1.0, a2.id: 1.0, b1.id: 0.5},
+                  lexical_ceiling=9.0, unservable={c1.id: c1},
+                  sentences={a1.id: 0.7, b1.id: 0.5})
+    out = withhold(ev, ("router",))
+    assert out.dense == [(b1.id, 0.6)] and out.lexical == [(b1.id, 3.0)]
+    assert list(out.chunks) == [b1.id] and out.unservable == {}
+    assert out.coverage == {b1.id: 0.4} and out.article_coverage == {b1.id: 0.5}
+    assert out.sentences == {b1.id: 0.5} and out.lexical_ceiling == 9.0
+    assert len(ev.dense) == 3 and len(ev.chunks) == 3  # the case's own evidence is kept
+    assert withhold(ev, ("nowhere",)) == ev
+
+    def case(cid: str, answerable: bool, articles: tuple[str, ...]) -> Case:
+        return Case(id=cid, question="q", articles=articles, section="Reset", contains=(),
+                    answerable=answerable, audience=None, group="g", locale=None)
+
+    seen = [Observed(case("a", True, ("router",)), ev), Observed(case("u", False, ()), ev),
+            Observed(case("n", True, ()), ev)]
+    [neg] = withheld_negatives(seen)
+    assert neg.case.id == "a" + WITHHELD and not neg.case.answerable
+    assert neg.case.articles == () and neg.case.sections == () and neg.case.group is None
+    assert neg.evidence == out
+
+
 def test_folds_are_stratified_and_stable() -> None:
     suite = load_suite(ROOT / "evals" / "suites" / "demo.yaml")
     a, b = folds_of(suite.cases, 5), folds_of(list(reversed(suite.cases)), 5)
@@ -287,6 +327,28 @@ def test_tune_learns_the_planted_abstention_signal(built: BuiltKB,
 
 
 @pytest.mark.slow
+def test_a_suite_with_no_unanswerable_case_calibrates_on_withheld_articles(
+        built: BuiltKB, observed: list[Observed]) -> None:
+    """Each answerable question with its article withheld is a question on a topic the KB
+    lacks: with those negatives, abstention is fitted from answerable cases alone, and held
+    out it escalates such questions far more often than the answerable ones themselves."""
+    answerable = [o for o in observed if o.case.answerable]
+    s = built.settings
+    without = tune(answerable, base=s.retrieval, answer=s.answer, folds=5, withheld=False)
+    assert without.params["abstention"] is None and without.withheld == 0
+    assert "keeps the shipped thresholds" in without.notes[0]
+
+    result = tune(answerable, base=s.retrieval, answer=s.answer, folds=5)
+    assert result.params["abstention"] is not None and not result.notes
+    assert result.withheld == len(answerable)
+    t = result.tuned
+    assert (t["false_abstention"] or 0.0) <= 0.1, t
+    assert (t["withheld_abstention"] or 0.0) - (t["false_abstention"] or 0.0) >= 0.1, t
+    # reported for the shipped thresholds too, on the same held-out negatives
+    assert result.defaults["withheld_abstention"] is not None
+
+
+@pytest.mark.slow
 def test_a_random_suite_does_not_improve_on_held_out_folds(built: BuiltKB,
                                                            observed: list[Observed]) -> None:
     """Same questions and evidence, labels shuffled: answerability and expected articles no
@@ -329,11 +391,13 @@ def test_kb_eval_tune_stores_an_audited_record_that_answers_and_runs_use(
     shown = kb("eval", "tune", str(suite), "--folds", "3", "--as", "eve",
                "--note", "first labelled batch").output
     assert "shipped defaults" in shown and "tuned" in shown
+    assert "withheld-article negatives" in shown and "withheld_abstention" in shown
     assert "stored tuning v1" in shown
     listed = json.loads(kb("eval", "tunings", "--json").stdout)
     assert [(r["version"], r["in_use"]) for r in listed] == [(1, True)]
     record = listed[0]
     assert record["metrics"]["cross_validated"]["tuned"]["abstention_recall"] is not None
+    assert record["metrics"]["withheld_negatives"] == 80  # one per answerable case
 
     # The answer path picks the record up with its next question, in any process.
     other = Assistant(engine=built.engine, index=built.assistant.index,
