@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from api.cli import app
-from assist.answer import Assistant, Question
+from assist.answer import Assistant, Evidence, Question
 from assist.calibration import (
     SIGNALS,
     AbstentionModel,
@@ -28,9 +28,7 @@ from assist.calibration import (
 )
 from assist.catalog import LexicalTokenizer, build_catalog
 from assist.chunks import Chunk
-from evals.suites import load_suite
-from assist.answer import Evidence
-from evals.suites import Case
+from evals.suites import Case, load_suite
 from evals.tune import (
     WITHHELD,
     Observed,
