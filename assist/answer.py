@@ -121,6 +121,20 @@ class Evidence:
     sentences: dict[str, float] = field(default_factory=dict)
 
 
+def asked_locale(index: ChunkIndex, cfg: AnswerSettings, text: str, locale: str | None,
+                 views: Sequence[str], catalog: Catalog) -> str:
+    """The locale a question is asked in: the one it names, else the one its words read as
+    among the texts its caller may see (``answer.detect_locale``,
+    :meth:`assist.index.ChunkIndex.question_locale`), else ``answer.default_locale``. The
+    answer path and the approval check's simulation both decide it here."""
+    if locale:
+        return locale
+    if not cfg.detect_locale:
+        return cfg.default_locale
+    return index.question_locale(text, views=views, default=cfg.default_locale,
+                                 catalog=catalog)
+
+
 def serve_order(valid: Sequence[Candidate], *, top_k: int, min_score: float,
                 withheld: Callable[[Candidate], bool] = lambda c: False,
                 diversity: float = 0.0) -> list[Candidate]:
@@ -469,16 +483,20 @@ class Assistant:
 
     # --- the answer path ---------------------------------------------------------------
 
+    def _locale(self, q: Question, views: Sequence[str], catalog: Catalog) -> str:
+        return asked_locale(self.index, self.settings.answer, q.text, q.locale, views,
+                            catalog)
+
     def ask(self, q: Question) -> AssistResult:
         t0 = time.perf_counter()
         cfg = self.settings.answer
         query_id = uuid.uuid4().hex
-        locale = q.locale or cfg.default_locale
         top_k = max(1, min(q.top_k or cfg.default_top_k, cfg.max_top_k))
         redacted = redact(q.text)
         # One catalog from start to end: a newer one may come in on another thread meanwhile.
         catalog = self.index.catalog()
         views = caller_views(q.audience, self.index.views(catalog))
+        locale = self._locale(q, views, catalog)
         n = candidate_count(self.settings.retrieval, q.tags)
         # BM25, and the look at the governance clock (what the database serves, the tuning
         # in use), run on another core while the question is embedded and Chroma searched.
@@ -537,9 +555,9 @@ class Assistant:
         and which of their chunks the database lets this caller be served now (the same
         re-check as :meth:`ask`). ``kb eval tune`` ranks and decides on it under many
         settings without asking again. Nothing is logged."""
-        locale = q.locale or self.settings.answer.default_locale
         cat = self.index.catalog()
         views = caller_views(q.audience, self.index.views(cat))
+        locale = self._locale(q, views, cat)
         n = candidate_count(self.settings.retrieval, q.tags)
         vector, dense = self.index.search(q.text, views=views, locale=locale, n=n, catalog=cat)
         lexical = self.index.lexical(q.text, views=views, locale=locale, n=n, catalog=cat)

@@ -12,7 +12,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -32,6 +32,9 @@ _STOPWORDS = frozenset(bm25s.stopwords.STOPWORDS_EN)
 STOPWORDS = _STOPWORDS  # (the words no lexical step reads)
 
 MIXED = -1  # manifest value of an article indexed at several versions at once
+# A question that names no locale reads as another locale when that locale's texts use at
+# least this much larger a share of its terms than the default locale's texts do.
+LOCALE_MARGIN = 0.3
 MIN_TYPO_LENGTH = 5  # shorter unknown terms have too many neighbours to mend safely
 
 
@@ -147,6 +150,8 @@ class Catalog:
     # index is small enough to search in memory (index.memory_search_max_chunks); None:
     # Chroma answers dense queries
     vectors: NDArray[np.float32] | None = None
+    # lexical terms of each locale's chunks (read by question_locale)
+    locale_terms: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def dense(self, vectors: NDArray[np.float32],
               asks: Sequence[tuple[Sequence[str], str, int]]) -> list[list[tuple[str, float]]]:
@@ -264,6 +269,29 @@ class Catalog:
         return self.covered(question, self.article_terms.get((c.article_id, c.version),
                                                              self.terms[i]), alternatives)
 
+    def question_locale(self, terms: AbstractSet[str], views: Sequence[str],
+                        default: str) -> str:
+        """The locale a question that names none is asked in, as this knowledge base's own
+        texts read its ``terms``: the locale whose texts use the largest share of them, if
+        that share beats ``default``'s by at least :data:`LOCALE_MARGIN` and one of the
+        caller's ``views`` holds texts in it; ``default`` otherwise, and always when the
+        knowledge base holds one locale."""
+        vocab = self.locale_terms
+        if len(vocab) < 2 or not terms:
+            return default
+
+        def share(locale: str) -> float:
+            return len(terms & vocab.get(locale, frozenset())) / len(terms)
+
+        floor = share(default) + LOCALE_MARGIN
+        best, best_share = default, floor - 1e-9
+        for locale in sorted(vocab):
+            if locale != default and any((v, locale) in self.masks for v in views):
+                s = share(locale)
+                if s > best_share:
+                    best, best_share = locale, s
+        return best
+
     @cached_property
     def rarest(self) -> float:
         """The IDF of the rarest term (what a term the knowledge base never uses weighs)."""
@@ -343,8 +371,10 @@ def build_catalog(
         bm25.index(corpus, show_progress=False)
     terms = [frozenset(t) for t in corpus]
     by_article: dict[tuple[str, int], set[str]] = {}
+    by_locale: dict[str, set[str]] = {}
     for c, ts in zip(chunks, terms, strict=True):
         by_article.setdefault((c.article_id, c.version), set()).update(ts)
+        by_locale.setdefault(c.locale, set()).update(ts)
     article_terms = {key: frozenset(ts) for key, ts in by_article.items()}
     df: dict[str, int] = {}
     for ts in terms:
@@ -361,4 +391,5 @@ def build_catalog(
     return Catalog(generation, chunks, ids, bm25, masks, sizes, views, idf, terms, empty,
                    article_terms, SentenceVectors(sentences, dim),
                    vectors if vectors is not None and vectors.shape[1] == len(chunks)
-                   else None)
+                   else None,
+                   {k: frozenset(v) for k, v in by_locale.items()})

@@ -33,6 +33,7 @@ from assist.answer import (
     NO_ANSWER,
     SHORTLIST,
     Assistant,
+    asked_locale,
     disagreement,
     lacks_approved_language,
     lead_language_first,
@@ -346,7 +347,9 @@ class Simulation:
     def ask(self, question: str, vector: NDArray[np.float32], *, audience: str,
             locale: str | None, article_id: str, chunks: Sequence[Chunk]) -> Outcome:
         cfg = self.settings.answer
-        locale = locale or cfg.default_locale
+        locale = asked_locale(self.index, cfg, question, locale,
+                              caller_views(audience, self.index.views(self.catalog)),
+                              self.catalog)
         self._article_id, self._chunks = article_id, chunks
         candidates, lead = self._candidates(question, vector, audience, locale, article_id,
                                             chunks)

@@ -212,6 +212,17 @@ class ChunkIndex:
         out. Callers must not change the list (it is cached)."""
         return self._read(question, catalog).terms
 
+    def question_locale(self, question: str, *, views: Sequence[str], default: str,
+                        catalog: Catalog | None = None) -> str:
+        """The locale ``question`` is written in, among those of this knowledge base's
+        texts the caller may see (:meth:`assist.catalog.Catalog.question_locale`); its
+        words as asked, not mended: mending would turn words of another language into the
+        default locale's."""
+        cat = catalog or self.catalog()
+        if len(cat.locale_terms) < 2:
+            return default
+        return cat.question_locale(frozenset(self._tokenize(question)), views, default)
+
     def coverage_terms(self, question: str, catalog: Catalog | None = None,
                        ) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
         """What coverage reads of ``question``: its terms as asked (mended, abbreviations

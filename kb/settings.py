@@ -173,8 +173,15 @@ class AnswerSettings(BaseModel):
         description="Handoff team when the best-matching article names no `escalate_to`.")
     default_locale: str = Field(
         default="en",
-        description="Locale of questions that name none, and the fallback for missing "
-                    "translations.")
+        description="Locale of questions that name none (unless `detect_locale` reads "
+                    "them as another), and the fallback for missing translations.")
+    detect_locale: bool = Field(
+        default=True,
+        description="A question that names no locale is asked in the locale whose "
+                    "approved texts use clearly more of its words than the default "
+                    "locale's do (a question written in Spanish is answered from `es` "
+                    "articles when the knowledge base has them). No effect on a knowledge "
+                    "base of one locale.")
     gap_similarity: float = Field(
         default=0.6, ge=0.0, le=1.0, description="Cosine similarity at which unanswered "
         "questions count as one content gap in the review queue (grouped by meaning).")

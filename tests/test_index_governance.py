@@ -347,6 +347,20 @@ def test_locale_fallback(kb: dict[str, Any]) -> None:
     r = _ask(a, "what does the light on the hub 3 router mean?", locale="fr")
     assert r.passages[0].citation.article_id == "router-lights"
     assert any(w["code"] == "locale_fallback" for w in r.warnings)
+    # Naming no locale: asked in the locale the question's words read as.
+    spanish = "¿qué significa una luz blanca fija en el router?"
+    r = _ask(a, spanish)
+    assert r.passages[0].citation.article_id == "router-lights-es", r.passages
+    assert not r.warnings
+    r = _ask(a, "what does a solid white light on the router mean?")
+    assert r.passages[0].citation.article_id == "router-lights"
+    cfg = a.settings.answer
+    a.settings.answer = cfg.model_copy(update={"detect_locale": False})
+    try:
+        r = _ask(a, spanish)  # read as English: no Spanish text can answer
+        assert all(p.citation.locale == "en" for p in r.passages), r.passages
+    finally:
+        a.settings.answer = cfg
 
 
 @pytest.mark.slow
