@@ -21,7 +21,7 @@ def tune(
     content: Annotated[Path | None, typer.Option("--content", help="Tune on this folder of articles in a scratch workspace and only report (nothing is stored).")] = None,
     as_audience: Annotated[str, typer.Option("--as-audience", help="Audience for cases that name none.")] = "internal",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report the cross-validated metrics; store nothing.")] = False,
-    withheld_negatives: Annotated[bool, typer.Option("--withheld-negatives/--no-withheld-negatives", help="Also fit abstention on each answerable question with its articles withheld, as a question on a topic the KB lacks (one more unanswerable example per answerable case).")] = True,
+    negatives: Annotated[str, typer.Option("--negatives", help="What abstention learns 'unanswerable' from: withheld (each answerable question again, with its articles withheld: a question on a topic the KB lacks), suite (your unanswerable cases) or both. Your unanswerable cases are always scored.")] = "withheld",
     note: Annotated[str, typer.Option("--note", help="Why this tuning (kept in the record and the audit log).")] = "",
     user: AsUser = None,
     as_json: JsonOpt = False,
@@ -64,7 +64,7 @@ def tune(
         with _progress(f"{folds}-fold cross-validation") as update:
             result = run_tune(seen, base=c.settings.retrieval, answer=c.settings.answer,
                               folds=folds, max_false_abstention=max_false_abstention,
-                              withheld=withheld_negatives, progress=update)
+                              negatives=negatives, progress=update)
         row = None
         if store:
             with Session(c.engine, expire_on_commit=False) as session:
@@ -79,11 +79,13 @@ def tune(
                     "stored": None if row is None else
                     {"version": row.version, "sha256": row.sha256, "in_use": True}})
         return
-    negatives = (f" + {result.withheld} withheld-article negatives" if result.withheld
-                 else "")
+    learns = {"withheld": f"{result.withheld} withheld-article negatives",
+              "suite": "the suite's unanswerable cases",
+              "both": f"the suite's unanswerable cases and {result.withheld} withheld-article "
+                      "negatives"}[result.negatives]
     _print_cv(result, title=f"suite {loaded.name}: {result.folds}-fold cross-validated, "
-                            f"{result.cases} cases ({result.unanswerable} unanswerable)"
-                            f"{negatives}")
+                            f"{result.cases} cases ({result.unanswerable} unanswerable); "
+                            f"abstention learns from {learns}")
     r = result.params["retrieval"]
     out.print(f"tuned retrieval: fusion {r['fusion']}, dense_weight {r['dense_weight']}, "
               f"article_support {r['article_support']}")

@@ -15,13 +15,17 @@ What is fitted, on the training folds only:
   difference (on a few hundred cases, most apparent gains are noise);
 - abstention: a logistic regression over the evidence signals
   (:data:`assist.calibration.SIGNALS`), its threshold set at the operator's operating point
-  (at most ``max_false_abstention`` of answerable training cases abstained). Besides the
-  suite's unanswerable cases, each answerable case lends a *withheld-article* negative: the
-  same question's evidence with its expected articles taken out (:func:`withhold`), which is
-  what the answer path finds for a question on a topic the knowledge base does not cover.
-  Evaluators label few unanswerable questions (the development sets hold 7 and 11); the
-  withheld-article negatives give the fit one per answerable case, and an estimate of
-  abstention held out on as many questions (``withheld_abstention``).
+  (at most ``max_false_abstention`` of answerable training cases abstained). What it
+  learns "unanswerable" from (``negatives``): by default each answerable case's
+  *withheld-article* negative, the same question's evidence with its expected articles
+  taken out (:func:`withhold`), which is what the answer path finds for a question on a
+  topic the knowledge base does not cover. Evaluators label few unanswerable questions
+  (the development sets hold 7, 11 and 39): too few to fit six weights on, and fitting on
+  them did worse held out than the withheld-article negatives on all three sets
+  (``docs/quality-baseline.md``). The suite's unanswerable cases are still scored held
+  out; ``negatives="both"`` or ``"suite"`` fits on them too, or on them alone. Held out,
+  ``withheld_abstention`` is the share of withheld-article negatives each policy escalates:
+  abstention on missing topics, measured on one question per answerable case.
 
 k-fold cross-validation (folds stratified by answerability, assigned by a hash of the case
 id, so reruns agree) reports the held-out metrics of the tuning procedure next to those of
@@ -69,6 +73,9 @@ SUPPORTS = (0.15, 0.3, 0.5)
 HEADLINE = ("hit@1", "hit@5", "mrr@10", "section_hit@1", "abstention_recall",
             "false_abstention", "wrong_answer_rate", "consistency", "consistency_article")
 WITHHELD = "#withheld"  # id suffix of a withheld-article negative
+# What the abstention fit learns "unanswerable" from: the withheld-article negatives, the
+# suite's own unanswerable cases, or both.
+NEGATIVES = ("withheld", "suite", "both")
 
 
 @dataclass(frozen=True)
@@ -95,11 +102,13 @@ class TuneResult:
     fold_params: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     withheld: int = 0  # withheld-article negatives the fit used (0: not used)
+    negatives: str = "withheld"
 
     def metrics(self) -> dict[str, Any]:
         """What the stored record keeps besides its parameters."""
         return {"folds": self.folds, "cases": self.cases, "answerable": self.answerable,
-                "unanswerable": self.unanswerable, "withheld_negatives": self.withheld,
+                "unanswerable": self.unanswerable, "negatives": self.negatives,
+                "withheld_negatives": self.withheld,
                 "max_false_abstention": self.max_false_abstention,
                 "cross_validated": {"defaults": self.defaults, "tuned": self.tuned},
                 "fold_params": self.fold_params, "notes": self.notes}
@@ -225,9 +234,10 @@ def retrieval_grid(base: RetrievalSettings) -> list[RetrievalSettings]:
 
 
 def fit(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSettings,
-        max_false_abstention: float, withheld: bool = True) -> tuple[Policy, list[str]]:
-    """Retrieval, then abstention, fitted on ``seen`` (``withheld``: and on the
-    withheld-article negatives of its answerable cases, :func:`withheld_negatives`)."""
+        max_false_abstention: float, negatives: str = "withheld") -> tuple[Policy, list[str]]:
+    """Retrieval, then abstention, fitted on ``seen``; abstention learns from the
+    ``negatives`` (:data:`NEGATIVES`): the withheld-article negatives of its answerable
+    cases (:func:`withheld_negatives`), its own unanswerable cases, or both."""
     notes: list[str] = []
     best = Policy(base, answer)
     if base.fusion in TUNABLE_FUSIONS:
@@ -244,7 +254,9 @@ def fit(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSett
                 best, best_gain = policy, gain
     else:
         notes.append(f"retrieval.fusion is '{base.fusion}': only abstention is tuned")
-    examples = [*seen, *withheld_negatives(seen)] if withheld else list(seen)
+    examples = [o for o in seen if negatives != "withheld" or o.case.answerable]
+    if negatives != "suite":
+        examples += withheld_negatives(seen)
     labels = [o.case.answerable for o in examples]
     if sum(labels) < MIN_CLASS or len(labels) - sum(labels) < MIN_CLASS:
         notes.append(f"abstention keeps the shipped thresholds: fitting it needs at least "
@@ -291,15 +303,17 @@ def _abstains(observed: Sequence[Observed], policy: Policy) -> list[bool]:
 
 
 def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSettings,
-         folds: int = 5, max_false_abstention: float = 0.05, withheld: bool = True,
+         folds: int = 5, max_false_abstention: float = 0.05, negatives: str = "withheld",
          progress: Callable[[int, int], None] | None = None) -> TuneResult:
-    """Cross-validate the tuning procedure, then fit it on every case (``withheld``: with
-    withheld-article negatives, :func:`withheld_negatives`).
+    """Cross-validate the tuning procedure, then fit it on every case (``negatives``: what
+    abstention learns from, :data:`NEGATIVES`).
 
     Besides the suite's metrics, ``withheld_abstention`` is the share of the held-out
     answerable cases' withheld-article negatives that each policy escalates: abstention on
     questions whose topic the knowledge base lacks, measured on one question per
     answerable case. It is reported whether or not the fit used them."""
+    if negatives not in NEGATIVES:
+        raise InvalidInput(f"--negatives is one of {', '.join(NEGATIVES)} (got {negatives!r})")
     if not 0.0 <= max_false_abstention < 1.0:
         raise InvalidInput("--max-false-abstention is a share of answerable questions: "
                            f"give a value from 0 to below 1 (got {max_false_abstention})")
@@ -322,17 +336,17 @@ def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSet
         train = [o for o, k in zip(seen, assignment, strict=True) if k != f]
         test = [o for o, k in zip(seen, assignment, strict=True) if k == f]
         policy, _ = fit(train, base=base, answer=answer,
-                        max_false_abstention=max_false_abstention, withheld=withheld)
+                        max_false_abstention=max_false_abstention, negatives=negatives)
         fold_params.append(params_of(policy, max_false_abstention)["retrieval"])
         held_default += [outcome(o, shipped) for o in test]
         held_tuned += [outcome(o, policy) for o in test]
-        negatives = withheld_negatives(test)
-        withheld_default += _abstains(negatives, shipped)
-        withheld_tuned += _abstains(negatives, policy)
+        lacking = withheld_negatives(test)
+        withheld_default += _abstains(lacking, shipped)
+        withheld_tuned += _abstains(lacking, policy)
         if progress:
             progress(f + 1, folds + 1)
     final, notes = fit(seen, base=base, answer=answer,
-                       max_false_abstention=max_false_abstention, withheld=withheld)
+                       max_false_abstention=max_false_abstention, negatives=negatives)
     if progress:
         progress(folds + 1, folds + 1)
     return TuneResult(
@@ -342,7 +356,8 @@ def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSet
         defaults=_headline(summarize(held_default), withheld_default),
         tuned=_headline(summarize(held_tuned), withheld_tuned),
         params=params_of(final, max_false_abstention), fold_params=fold_params, notes=notes,
-        withheld=len(withheld_negatives(seen)) if withheld else 0)
+        withheld=len(withheld_negatives(seen)) if negatives != "suite" else 0,
+        negatives=negatives)
 
 
 def _headline(m: dict[str, float | None], withheld: Sequence[bool]) -> dict[str, float | None]:

@@ -32,6 +32,7 @@ from evals.suites import Case, load_suite
 from evals.tune import (
     WITHHELD,
     Observed,
+    fit,
     folds_of,
     observe,
     tune,
@@ -39,6 +40,7 @@ from evals.tune import (
     withhold,
 )
 from kb import tuning
+from kb.errors import InvalidInput
 from kb.identity import add_user
 from kb.models import AuditEvent
 from kb.settings import Settings
@@ -332,7 +334,7 @@ def test_a_suite_with_no_unanswerable_case_calibrates_on_withheld_articles(
     out it escalates such questions far more often than the answerable ones themselves."""
     answerable = [o for o in observed if o.case.answerable]
     s = built.settings
-    without = tune(answerable, base=s.retrieval, answer=s.answer, folds=5, withheld=False)
+    without = tune(answerable, base=s.retrieval, answer=s.answer, folds=5, negatives="suite")
     assert without.params["abstention"] is None and without.withheld == 0
     assert "keeps the shipped thresholds" in without.notes[0]
 
@@ -344,6 +346,20 @@ def test_a_suite_with_no_unanswerable_case_calibrates_on_withheld_articles(
     assert (t["withheld_abstention"] or 0.0) - (t["false_abstention"] or 0.0) >= 0.1, t
     # reported for the shipped thresholds too, on the same held-out negatives
     assert result.defaults["withheld_abstention"] is not None
+
+
+@pytest.mark.slow
+def test_by_default_the_suites_unanswerable_cases_are_scored_not_fitted(
+        built: BuiltKB, observed: list[Observed]) -> None:
+    s = built.settings
+    answerable = [o for o in observed if o.case.answerable]
+    kw: dict[str, Any] = dict(base=s.retrieval, answer=s.answer, max_false_abstention=0.05)
+    fitted, _ = fit(observed, **kw)
+    assert fitted == fit(answerable, **kw)[0]
+    both, _ = fit(observed, negatives="both", **kw)
+    assert both.abstention != fitted.abstention
+    with pytest.raises(InvalidInput, match="--negatives is one of withheld, suite, both"):
+        tune(observed, negatives="all", **kw)
 
 
 @pytest.mark.slow
