@@ -36,12 +36,14 @@ def tune(
     from sqlmodel import Session
 
     from api.cli_eval import _progress, _suite
-    from evals.tune import observe
+    from evals.tune import NEGATIVES, observe
     from evals.tune import tune as run_tune
     from kb import tuning as tunings
 
     c = get_ctx(ctx)
     store = content is None and not dry_run
+    if negatives not in NEGATIVES:  # before any work
+        fail(InvalidInput(f"--negatives is one of {', '.join(NEGATIVES)} (got {negatives!r})"))
     try:
         if store:  # who acts is checked before any work
             with c.session() as session:

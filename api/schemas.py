@@ -16,7 +16,10 @@ class AssistRequest(BaseModel):
     question: str = Field(min_length=1, max_length=2000,
                           description="The agent's question, as typed.")
     locale: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$",
-                               description="BCP 47; falls back to the default locale.")
+                               description="BCP 47. Omitted: the locale the question's words read "
+                               "as among the texts the caller may see, else the default "
+                               "locale. Without a close enough answer in it, the default "
+                               "locale answers (`locale_fallback` warning).")
     tags: list[Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS)]] | None = Field(
         default=None, max_length=20)
     top_k: int | None = Field(default=None, ge=1, le=10)

@@ -558,6 +558,21 @@ class Assistant:
         cat = self.index.catalog()
         views = caller_views(q.audience, self.index.views(cat))
         locale = self._locale(q, views, cat)
+        found = self._evidence_in(q, views, locale, cat)
+        default = self.settings.answer.default_locale
+        cosines = [s for cid, s in found.dense if cid in found.chunks]
+        best = max(cosines) if cosines else float(
+            any(cid in found.chunks for cid, _ in found.lexical))  # as confidence() reads it
+        if locale != default and best < self.settings.answer.min_score:
+            # the answer path's locale fallback (ask): nothing close enough in the asked
+            # locale, so the default locale's texts answer if it has any
+            fallback = self._evidence_in(q, views, default, cat)
+            if fallback.chunks:
+                return fallback
+        return found
+
+    def _evidence_in(self, q: Question, views: tuple[str, ...], locale: str,
+                     cat: Catalog) -> Evidence:
         n = candidate_count(self.settings.retrieval, q.tags)
         vector, dense = self.index.search(q.text, views=views, locale=locale, n=n, catalog=cat)
         lexical = self.index.lexical(q.text, views=views, locale=locale, n=n, catalog=cat)

@@ -35,6 +35,7 @@ MIXED = -1  # manifest value of an article indexed at several versions at once
 # A question that names no locale reads as another locale when that locale's texts use at
 # least this much larger a share of its terms than the default locale's texts do.
 LOCALE_MARGIN = 0.3
+LOCALE_OWN_TERMS = 2  # ... and at least this many of its terms occur in no default-locale text
 MIN_TYPO_LENGTH = 5  # shorter unknown terms have too many neighbours to mend safely
 
 
@@ -150,8 +151,8 @@ class Catalog:
     # index is small enough to search in memory (index.memory_search_max_chunks); None:
     # Chroma answers dense queries
     vectors: NDArray[np.float32] | None = None
-    # lexical terms of each locale's chunks (read by question_locale)
-    locale_terms: dict[str, frozenset[str]] = field(default_factory=dict)
+    # lexical terms of the chunks of each (view, locale) collection (read by question_locale)
+    view_terms: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
     def dense(self, vectors: NDArray[np.float32],
               asks: Sequence[tuple[Sequence[str], str, int]]) -> list[list[tuple[str, float]]]:
@@ -271,25 +272,31 @@ class Catalog:
 
     def question_locale(self, terms: AbstractSet[str], views: Sequence[str],
                         default: str) -> str:
-        """The locale a question that names none is asked in, as this knowledge base's own
-        texts read its ``terms``: the locale whose texts use the largest share of them, if
-        that share beats ``default``'s by at least :data:`LOCALE_MARGIN` and one of the
-        caller's ``views`` holds texts in it; ``default`` otherwise, and always when the
-        knowledge base holds one locale."""
-        vocab = self.locale_terms
-        if len(vocab) < 2 or not terms:
+        """The locale a question that names none is asked in, as the texts the caller may
+        see (its ``views``) read its ``terms``: the locale whose texts use the largest share
+        of them, if that share beats the ``default`` locale's texts' share by at least
+        :data:`LOCALE_MARGIN` and at least :data:`LOCALE_OWN_TERMS` of the terms occur in
+        that locale's texts and not in the default locale's (one brand name a Spanish
+        text mentions does not make a question Spanish); ``default`` otherwise, and always
+        when the caller sees texts of one locale only. Texts the caller may not see never
+        count, so the answer says nothing about them."""
+        vocab = self.view_terms
+        locales = {loc for v, loc in vocab if v in views}
+        if not terms or not locales - {default}:
             return default
 
-        def share(locale: str) -> float:
-            return len(terms & vocab.get(locale, frozenset())) / len(terms)
+        def used(locale: str) -> set[str]:
+            sets = [ts for v in views if (ts := vocab.get((v, locale))) is not None]
+            return {t for t in terms if any(t in ts for ts in sets)}
 
-        floor = share(default) + LOCALE_MARGIN
+        base = used(default)  # empty when the caller sees no text in the default locale
+        floor = len(base) / len(terms) + LOCALE_MARGIN
         best, best_share = default, floor - 1e-9
-        for locale in sorted(vocab):
-            if locale != default and any((v, locale) in self.masks for v in views):
-                s = share(locale)
-                if s > best_share:
-                    best, best_share = locale, s
+        for locale in sorted(locales - {default}):
+            found = used(locale)
+            share = len(found) / len(terms)
+            if share > best_share and len(found - base) >= LOCALE_OWN_TERMS:
+                best, best_share = locale, share
         return best
 
     @cached_property
@@ -371,10 +378,8 @@ def build_catalog(
         bm25.index(corpus, show_progress=False)
     terms = [frozenset(t) for t in corpus]
     by_article: dict[tuple[str, int], set[str]] = {}
-    by_locale: dict[str, set[str]] = {}
     for c, ts in zip(chunks, terms, strict=True):
         by_article.setdefault((c.article_id, c.version), set()).update(ts)
-        by_locale.setdefault(c.locale, set()).update(ts)
     article_terms = {key: frozenset(ts) for key, ts in by_article.items()}
     df: dict[str, int] = {}
     for ts in terms:
@@ -392,4 +397,5 @@ def build_catalog(
                    article_terms, SentenceVectors(sentences, dim),
                    vectors if vectors is not None and vectors.shape[1] == len(chunks)
                    else None,
-                   {k: frozenset(v) for k, v in by_locale.items()})
+                   {key: frozenset().union(*(terms[i] for i in rows))
+                    for key, rows in membership.items()})

@@ -219,8 +219,8 @@ class ChunkIndex:
         words as asked, not mended: mending would turn words of another language into the
         default locale's."""
         cat = catalog or self.catalog()
-        if len(cat.locale_terms) < 2:
-            return default
+        if all(loc == default for v, loc in cat.view_terms if v in views):
+            return default  # the caller sees one locale's texts: nothing to read
         return cat.question_locale(frozenset(self._tokenize(question)), views, default)
 
     def coverage_terms(self, question: str, catalog: Catalog | None = None,

@@ -127,6 +127,10 @@ def observe(assistant: Assistant, suite: Suite, *, default_audience: str,
     return seen
 
 
+def _article_of(cid: str) -> str:
+    return cid.split("|", 1)[0]  # chunk ids are "article|version|start|end"
+
+
 def withhold(ev: Evidence, articles: Collection[str]) -> Evidence:
     """``ev`` as it would be if the knowledge base did not hold ``articles``: every hit of
     theirs is dropped, everything else is kept as found (the other hits' scores and
@@ -135,27 +139,36 @@ def withhold(ev: Evidence, articles: Collection[str]) -> Evidence:
     gone = set(articles)
 
     def kept(cid: str) -> bool:
-        chunk = ev.chunks.get(cid) or ev.unservable.get(cid)
-        return chunk is None or chunk.article_id not in gone
+        return _article_of(cid) not in gone
 
     return dataclasses.replace(
         ev, dense=[h for h in ev.dense if kept(h[0])],
         lexical=[h for h in ev.lexical if kept(h[0])],
-        chunks={k: v for k, v in ev.chunks.items() if v.article_id not in gone},
-        unservable={k: v for k, v in ev.unservable.items() if v.article_id not in gone},
+        chunks={k: v for k, v in ev.chunks.items() if kept(k)},
+        unservable={k: v for k, v in ev.unservable.items() if kept(k)},
         coverage={k: v for k, v in ev.coverage.items() if kept(k)},
         article_coverage={k: v for k, v in ev.article_coverage.items() if kept(k)},
         sentences={k: v for k, v in ev.sentences.items() if kept(k)})
 
 
 def withheld_negatives(seen: Sequence[Observed]) -> list[Observed]:
-    """One unanswerable case per answerable case that names its articles: the same question
-    and audience, with those articles withheld from its evidence (:func:`withhold`)."""
-    return [Observed(dataclasses.replace(
-                o.case, id=o.case.id + WITHHELD, answerable=False, articles=(), section=None,
-                sections=(), gold_sections=(), contains=(), group=None),
-                withhold(o.evidence, o.case.articles))
-            for o in seen if o.case.answerable and o.case.articles]
+    """One unanswerable case per answerable case whose evidence holds a hit of its
+    articles: the same question and audience, with those articles withheld from its
+    evidence (:func:`withhold`). A case whose articles were not found at all gives none:
+    its evidence would be the same with them gone, labelled both ways."""
+    negatives = []
+    for o in seen:
+        arts = set(o.case.articles)
+        if not (o.case.answerable and arts):
+            continue
+        if not any(_article_of(cid) in arts for cid, _ in (*o.evidence.dense,
+                                                              *o.evidence.lexical)):
+            continue
+        negatives.append(Observed(dataclasses.replace(
+            o.case, id=o.case.id + WITHHELD, answerable=False, articles=(), section=None,
+            sections=(), gold_sections=(), contains=(), group=None),
+            withhold(o.evidence, arts)))
+    return negatives
 
 
 def ranked(ev: Evidence, retrieval: RetrievalSettings) -> list[Candidate]:
@@ -259,8 +272,13 @@ def fit(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSett
         examples += withheld_negatives(seen)
     labels = [o.case.answerable for o in examples]
     if sum(labels) < MIN_CLASS or len(labels) - sum(labels) < MIN_CLASS:
+        unanswerable = {"withheld": "withheld-article negatives (answerable cases whose "
+                                    "articles the evidence holds)",
+                        "suite": "unanswerable cases",
+                        "both": "unanswerable cases and withheld-article negatives"}
         notes.append(f"abstention keeps the shipped thresholds: fitting it needs at least "
-                     f"{MIN_CLASS} answerable and {MIN_CLASS} unanswerable cases")
+                     f"{MIN_CLASS} answerable cases and {MIN_CLASS} "
+                     f"{unanswerable[negatives]}")
         return best, notes
     rows, escalated = [], []
     for o in examples:

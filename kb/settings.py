@@ -178,10 +178,11 @@ class AnswerSettings(BaseModel):
     detect_locale: bool = Field(
         default=True,
         description="A question that names no locale is asked in the locale whose "
-                    "approved texts use clearly more of its words than the default "
-                    "locale's do (a question written in Spanish is answered from `es` "
-                    "articles when the knowledge base has them). No effect on a knowledge "
-                    "base of one locale.")
+                    "texts (those the caller may see) use clearly more of its words than "
+                    "the default locale's do: a share at least 30 points larger, with at "
+                    "least two words the default locale's texts never use. A question "
+                    "written in Spanish is answered from `es` articles when the knowledge "
+                    "base has them. No effect for a caller who sees one locale's texts.")
     gap_similarity: float = Field(
         default=0.6, ge=0.0, le=1.0, description="Cosine similarity at which unanswered "
         "questions count as one content gap in the review queue (grouped by meaning).")

@@ -347,6 +347,10 @@ def test_locale_fallback(kb: dict[str, Any]) -> None:
     r = _ask(a, "what does the light on the hub 3 router mean?", locale="fr")
     assert r.passages[0].citation.article_id == "router-lights"
     assert any(w["code"] == "locale_fallback" for w in r.warnings)
+    # kb eval tune's evidence falls back as the answer does
+    ev = a.evidence(Question(text="what does the light on the hub 3 router mean?",
+                             audience="vendor:acme", caller="test", locale="fr"))
+    assert "router-lights" in {c.article_id for c in ev.chunks.values()}
     # Naming no locale: asked in the locale the question's words read as.
     spanish = "¿qué significa una luz blanca fija en el router?"
     r = _ask(a, spanish)
@@ -357,8 +361,11 @@ def test_locale_fallback(kb: dict[str, Any]) -> None:
     cfg = a.settings.answer
     a.settings.answer = cfg.model_copy(update={"detect_locale": False})
     try:
-        r = _ask(a, spanish)  # read as English: no Spanish text can answer
-        assert all(p.citation.locale == "en" for p in r.passages), r.passages
+        r = _ask(a, spanish)  # read as English, as before detection
+        asked_en = _ask(a, spanish, locale="en")
+        assert (r.status, [p.citation for p in r.passages]) == (
+            asked_en.status, [p.citation for p in asked_en.passages])
+        assert all(p.citation.locale == "en" for p in r.passages)
     finally:
         a.settings.answer = cfg
 
