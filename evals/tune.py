@@ -291,16 +291,24 @@ def fit(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSett
 
 
 def folds_of(cases: Sequence[Case], k: int) -> list[int]:
-    """A fold per case: stratified by answerability, in an order fixed by the case ids."""
-    def key(c: Case) -> str:
-        return hashlib.sha256(c.id.encode("utf-8")).hexdigest()
+    """A fold per case: stratified by answerability, in an order fixed by the case ids.
+    Paraphrases of one question (one ``group``) share a fold, so a held-out case never has
+    a paraphrase in training (that would flatter every held-out figure); a group counts as
+    unanswerable when any of its cases is."""
+    units: dict[str, list[int]] = {}
+    for i, c in enumerate(cases):
+        units.setdefault(f"group:{c.group}" if c.group else c.id, []).append(i)
+
+    def key(unit: str) -> str:
+        return hashlib.sha256(unit.encode("utf-8")).hexdigest()
 
     fold = [0] * len(cases)
     for answerable in (True, False):
-        members = sorted((i for i, c in enumerate(cases) if c.answerable == answerable),
-                         key=lambda i: key(cases[i]))
-        for j, i in enumerate(members):
-            fold[i] = j % k
+        members = sorted((u for u, rows in units.items()
+                          if all(cases[i].answerable for i in rows) == answerable), key=key)
+        for j, unit in enumerate(members):
+            for i in units[unit]:
+                fold[i] = j % k
     return fold
 
 
