@@ -82,13 +82,18 @@ class MeaningGroups:
         return labels
 
     def nearest(self, question: str) -> dict[str, Any] | None:
-        """The served article closest to the question (any audience staff may see)."""
+        """The served article closest to the question (any audience staff may see), in the
+        locale the question's words read as (:meth:`ChunkIndex.question_locale`), else in
+        the default locale."""
         vector = self._embed([question])[0]
         catalog = self.index.catalog()
-        for cid, score in self.index.dense(vector, views=(INTERNAL,), locale=self.locale, n=3,
-                                           catalog=catalog):
-            chunk = self.index.chunk(cid, catalog)
-            if chunk is not None:
-                return {"article_id": chunk.article_id, "title": chunk.title,
-                        "section": list(chunk.heading_path), "score": round(score, 3)}
+        asked = self.index.question_locale(question, views=(INTERNAL,), default=self.locale,
+                                           catalog=catalog)
+        for locale in dict.fromkeys((asked, self.locale)):
+            for cid, score in self.index.dense(vector, views=(INTERNAL,), locale=locale, n=3,
+                                               catalog=catalog):
+                chunk = self.index.chunk(cid, catalog)
+                if chunk is not None:
+                    return {"article_id": chunk.article_id, "title": chunk.title,
+                            "section": list(chunk.heading_path), "score": round(score, 3)}
         return None

@@ -43,6 +43,11 @@ def test_unanswered_questions_group_by_meaning_with_the_nearest_article(
                   audience=["internal"],
                   body="# Payment methods\n## Cards and wallets\nCustomers pay by direct debit "
                        "or by debit or credit card. Digital wallets are not accepted.\n")
+    write_article(content_dir, "payment-methods-es", title="Formas de pago", owner="billing",
+                  audience=["internal"], locale="es", translation_of="payment-methods",
+                  body="# Formas de pago\n## Tarjetas y monederos\nLos clientes pagan con "
+                       "domiciliación bancaria o con tarjeta de débito o de crédito. No se "
+                       "aceptan monederos digitales.\n")
     index = make_index(settings, embedder=MiniLMEmbedder())
     with Session(engine, expire_on_commit=False) as s:
         sync_folder(s, root=content_dir, author="writer")
@@ -71,6 +76,11 @@ def test_unanswered_questions_group_by_meaning_with_the_nearest_article(
     paypal = gaps[0]  # the biggest gap first: two unanswered, one answer flagged wrong
     assert paypal["nearest_article"]["article_id"] == "payment-methods"
     assert len(by_wording) == 6  # by normalised wording nothing matched
+    # a question written in Spanish is shown next to the Spanish article
+    spanish = groups.nearest("¿los clientes pagan con tarjeta de crédito o monederos?")
+    assert spanish is not None and spanish["article_id"] == "payment-methods-es"
+    english = groups.nearest("do customers pay with credit cards?")
+    assert english is not None and english["article_id"] == "payment-methods"
 
     # Knowledge health and the dashboard count gaps the same way, by meaning.
     with Session(engine) as s:
