@@ -12,7 +12,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -151,8 +151,6 @@ class Catalog:
     # index is small enough to search in memory (index.memory_search_max_chunks); None:
     # Chroma answers dense queries
     vectors: NDArray[np.float32] | None = None
-    # lexical terms of the chunks of each (view, locale) collection (read by question_locale)
-    view_terms: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
     def dense(self, vectors: NDArray[np.float32],
               asks: Sequence[tuple[Sequence[str], str, int]]) -> list[list[tuple[str, float]]]:
@@ -270,6 +268,14 @@ class Catalog:
         return self.covered(question, self.article_terms.get((c.article_id, c.version),
                                                              self.terms[i]), alternatives)
 
+    @cached_property
+    def view_terms(self) -> dict[tuple[str, str], frozenset[str]]:
+        """The lexical terms of the chunks of each (view, locale) collection. Built on first
+        use: only a caller who sees texts in more than one locale reads them
+        (:meth:`question_locale`), so a knowledge base of one locale never holds them."""
+        return {key: frozenset().union(*(self.terms[i] for i in np.flatnonzero(mask)))
+                for key, mask in self.masks.items()}
+
     def question_locale(self, terms: AbstractSet[str], views: Sequence[str],
                         default: str) -> str:
         """The locale a question that names none is asked in, as the texts the caller may
@@ -280,10 +286,10 @@ class Catalog:
         text mentions does not make a question Spanish); ``default`` otherwise, and always
         when the caller sees texts of one locale only. Texts the caller may not see never
         count, so the answer says nothing about them."""
-        vocab = self.view_terms
-        locales = {loc for v, loc in vocab if v in views}
+        locales = {loc for v, loc in self.masks if v in views}
         if not terms or not locales - {default}:
             return default
+        vocab = self.view_terms
 
         def used(locale: str) -> set[str]:
             sets = [ts for v in views if (ts := vocab.get((v, locale))) is not None]
@@ -396,6 +402,4 @@ def build_catalog(
     return Catalog(generation, chunks, ids, bm25, masks, sizes, views, idf, terms, empty,
                    article_terms, SentenceVectors(sentences, dim),
                    vectors if vectors is not None and vectors.shape[1] == len(chunks)
-                   else None,
-                   {key: frozenset().union(*(terms[i] for i in rows))
-                    for key, rows in membership.items()})
+                   else None)

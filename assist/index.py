@@ -160,6 +160,8 @@ class ChunkIndex:
                             vectors=held.vectors)
         if self.settings.expand_acronyms:
             cat.acronyms  # noqa: B018  (built with the catalog, not on a question)
+        if len({loc for _, loc in cat.masks}) > 1:
+            cat.view_terms  # noqa: B018  (read by every question: built with the catalog)
         return cat
 
     def _reload_in_background(self) -> None:
@@ -219,7 +221,7 @@ class ChunkIndex:
         words as asked, not mended: mending would turn words of another language into the
         default locale's."""
         cat = catalog or self.catalog()
-        if all(loc == default for v, loc in cat.view_terms if v in views):
+        if all(loc == default for v, loc in cat.masks if v in views):
             return default  # the caller sees one locale's texts: nothing to read
         return cat.question_locale(frozenset(self._tokenize(question)), views, default)
 
