@@ -36,15 +36,14 @@ def tune(
     from sqlmodel import Session
 
     from api.cli_eval import _progress, _suite
-    from evals.tune import NEGATIVES, observe
+    from evals.tune import check_negatives, observe
     from evals.tune import tune as run_tune
     from kb import tuning as tunings
 
     c = get_ctx(ctx)
     store = content is None and not dry_run
-    if negatives not in NEGATIVES:  # before any work
-        fail(InvalidInput(f"--negatives is one of {', '.join(NEGATIVES)} (got {negatives!r})"))
     try:
+        check_negatives(negatives)  # before any work
         if store:  # who acts is checked before any work
             with c.session() as session:
                 c.actor(session, user, "tune")

@@ -77,6 +77,11 @@ def chunk_id(article_id: str, version: int, start: int, end: int) -> str:
     return f"{article_id}|{version}|{start}|{end}"
 
 
+def chunk_article(cid: str) -> str:
+    """The article id of a chunk id (:func:`chunk_id`)."""
+    return cid.split("|", 1)[0]
+
+
 def passage_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -59,6 +59,7 @@ from assist.calibration import (
     fit_abstention,
     signals,
 )
+from assist.chunks import chunk_article
 from assist.retrieve import Candidate, fuse, lead_of, order, uses_sentences
 from evals.metrics import CaseResult, first_rank, section_hit, summarize
 from evals.runner import expectation
@@ -127,10 +128,6 @@ def observe(assistant: Assistant, suite: Suite, *, default_audience: str,
     return seen
 
 
-def _article_of(cid: str) -> str:
-    return cid.split("|", 1)[0]  # chunk ids are "article|version|start|end"
-
-
 def withhold(ev: Evidence, articles: Collection[str]) -> Evidence:
     """``ev`` as it would be if the knowledge base did not hold ``articles``: every hit of
     theirs is dropped, everything else is kept as found (the other hits' scores and
@@ -139,7 +136,7 @@ def withhold(ev: Evidence, articles: Collection[str]) -> Evidence:
     gone = set(articles)
 
     def kept(cid: str) -> bool:
-        return _article_of(cid) not in gone
+        return chunk_article(cid) not in gone
 
     return dataclasses.replace(
         ev, dense=[h for h in ev.dense if kept(h[0])],
@@ -161,7 +158,7 @@ def withheld_negatives(seen: Sequence[Observed]) -> list[Observed]:
         arts = set(o.case.articles)
         if not (o.case.answerable and arts):
             continue
-        if not any(_article_of(cid) in arts for cid, _ in (*o.evidence.dense,
+        if not any(chunk_article(cid) in arts for cid, _ in (*o.evidence.dense,
                                                               *o.evidence.lexical)):
             continue
         negatives.append(Observed(dataclasses.replace(
@@ -324,6 +321,12 @@ def params_of(policy: Policy, max_false_abstention: float) -> dict[str, Any]:
     }
 
 
+def check_negatives(negatives: str) -> None:
+    """Refuse a ``negatives`` that is not one of :data:`NEGATIVES`."""
+    if negatives not in NEGATIVES:
+        raise InvalidInput(f"--negatives is one of {', '.join(NEGATIVES)} (got {negatives!r})")
+
+
 def _abstains(observed: Sequence[Observed], policy: Policy) -> list[bool]:
     return [outcome(o, policy).status != "answered" for o in observed]
 
@@ -338,8 +341,7 @@ def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSet
     answerable cases' withheld-article negatives that each policy escalates: abstention on
     questions whose topic the knowledge base lacks, measured on one question per
     answerable case. It is reported whether or not the fit used them."""
-    if negatives not in NEGATIVES:
-        raise InvalidInput(f"--negatives is one of {', '.join(NEGATIVES)} (got {negatives!r})")
+    check_negatives(negatives)
     if not 0.0 <= max_false_abstention < 1.0:
         raise InvalidInput("--max-false-abstention is a share of answerable questions: "
                            f"give a value from 0 to below 1 (got {max_false_abstention})")
