@@ -316,7 +316,8 @@ class Assistant:
         self.max_lag_seconds = settings.index.max_lag_seconds
         # Unanswered questions grouped by meaning, for the owners' queue.
         self.gaps = MeaningGroups(index, threshold=settings.answer.gap_similarity,
-                                  locale=settings.answer.default_locale)
+                                  locale=settings.answer.default_locale,
+                                  detect_locale=settings.answer.detect_locale)
         self._texts: dict[tuple[str, int, str], str] = {}  # versions are immutable
         # Served-version facts, valid while the database's governance clock is unchanged.
         self._served: dict[str, ServedInfo | None] = {}

@@ -45,10 +45,12 @@ class MeaningGroups:
     """Groups questions by meaning and finds each group's nearest article (thread-safe
     enough for the queue: the cache only ever gains identical values)."""
 
-    def __init__(self, index: ChunkIndex, *, threshold: float, locale: str = "en") -> None:
+    def __init__(self, index: ChunkIndex, *, threshold: float, locale: str = "en",
+                 detect_locale: bool = True) -> None:
         self.index = index
         self.threshold = threshold
         self.locale = locale
+        self.detect_locale = detect_locale  # answer.detect_locale, as the answer path reads it
         self._vectors: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
 
     def _embed(self, questions: Sequence[str]) -> NDArray[np.float32]:
@@ -84,11 +86,12 @@ class MeaningGroups:
     def nearest(self, question: str) -> dict[str, Any] | None:
         """The served article closest to the question (any audience staff may see), in the
         locale the question's words read as (:meth:`ChunkIndex.question_locale`), else in
-        the default locale."""
+        the default locale (``detect_locale`` off: the default locale only)."""
         vector = self._embed([question])[0]
         catalog = self.index.catalog()
-        asked = self.index.question_locale(question, views=(INTERNAL,), default=self.locale,
-                                           catalog=catalog)
+        asked = self.index.question_locale(
+            question, views=(INTERNAL,), default=self.locale,
+            catalog=catalog) if self.detect_locale else self.locale
         for locale in dict.fromkeys((asked, self.locale)):
             for cid, score in self.index.dense(vector, views=(INTERNAL,), locale=locale, n=3,
                                                catalog=catalog):

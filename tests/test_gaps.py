@@ -81,6 +81,10 @@ def test_unanswered_questions_group_by_meaning_with_the_nearest_article(
     assert spanish is not None and spanish["article_id"] == "payment-methods-es"
     english = groups.nearest("do customers pay with credit cards?")
     assert english is not None and english["article_id"] == "payment-methods"
+    plain = MeaningGroups(index, threshold=settings.answer.gap_similarity,
+                          detect_locale=False)  # answer.detect_locale off
+    fixed = plain.nearest("¿los clientes pagan con tarjeta de crédito o monederos?")
+    assert fixed is not None and fixed["article_id"] == "payment-methods"
 
     # Knowledge health and the dashboard count gaps the same way, by meaning.
     with Session(engine) as s:
