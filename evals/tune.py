@@ -57,6 +57,7 @@ from assist.calibration import (
     TUNABLE_FUSIONS,
     Policy,
     fit_abstention,
+    holds_operating_point,
     signals,
 )
 from assist.chunks import chunk_article
@@ -276,6 +277,14 @@ def fit(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSett
         notes.append(f"abstention keeps the shipped thresholds: fitting it needs at least "
                      f"{MIN_CLASS} answerable cases and {MIN_CLASS} "
                      f"{unanswerable[negatives]}")
+        return best, notes
+    if not holds_operating_point(sum(labels), max_false_abstention):
+        more = (f"label at least {math.ceil(1 / max_false_abstention - 1 - 1e-9)} answerable "
+                f"cases or " if max_false_abstention > 0 else "")
+        notes.append(f"abstention keeps the shipped thresholds: with {sum(labels)} answerable "
+                     f"cases no threshold can promise at most {max_false_abstention:.1%} false "
+                     f"abstention on new questions; {more}choose a larger "
+                     f"--max-false-abstention")
         return best, notes
     rows, escalated = [], []
     for o in examples:

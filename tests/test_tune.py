@@ -7,6 +7,7 @@ the answer path from its next question, and hashed into every eval run."""
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from assist.calibration import (
     SIGNALS,
     AbstentionModel,
     fit_abstention,
+    holds_operating_point,
     operating_threshold,
     policy_for,
 )
@@ -106,6 +108,24 @@ def test_the_threshold_is_the_operating_point() -> None:
     assert sum(x < t for x in logits) == 5
     assert sum(x < operating_threshold(logits, 0.0) for x in logits) == 0
     assert sum(x < operating_threshold(logits[:10], 0.05) for x in logits[:10]) == 0
+
+
+def test_the_operating_point_holds_in_expectation_on_small_suites() -> None:
+    """A new answerable question is abstained on with probability at most the operating
+    point, however few answerable questions set the threshold. Read at 5% x n instead (the
+    lowest 5% of the known ones), 43 answerable questions give 3 / 44 = 6.8%."""
+    rng = np.random.default_rng(7)
+    for n in (19, 43, 56, 216):
+        rates = []
+        for _ in range(3000):
+            t = operating_threshold(rng.normal(size=n).tolist(), 0.05)
+            rates.append(0.5 * (1.0 + math.erf(t / math.sqrt(2.0))))  # P(new logit < t)
+        mean = float(np.mean(rates))
+        assert 0.045 <= mean <= 0.0515, (n, mean)
+    # fewer than 19 answerable questions cannot promise 5%: the model abstains on nothing
+    assert operating_threshold([0.0] * 18, 0.05) == -math.inf
+    assert not holds_operating_point(18, 0.05) and holds_operating_point(19, 0.05)
+    assert not holds_operating_point(10_000, 0.0)
 
 
 def test_escalations_by_another_rule_spend_the_same_budget() -> None:
@@ -355,6 +375,20 @@ def test_a_suite_with_no_unanswerable_case_calibrates_on_withheld_articles(
     assert (t["withheld_abstention"] or 0.0) - (t["false_abstention"] or 0.0) >= 0.1, t
     # reported for the shipped thresholds too, on the same held-out negatives
     assert result.defaults["withheld_abstention"] is not None
+
+
+@pytest.mark.slow
+def test_too_few_answerable_cases_for_the_operating_point_keep_the_shipped_thresholds(
+        built: BuiltKB, observed: list[Observed]) -> None:
+    s = built.settings
+    few = [o for o in observed if o.case.answerable][:15]
+    kw: dict[str, Any] = dict(base=s.retrieval, answer=s.answer)
+    policy, notes = fit(few, max_false_abstention=0.05, **kw)
+    assert policy.abstention is None
+    assert any("with 15 answerable cases" in n and "label at least 19" in n
+               for n in notes), notes
+    wider, notes = fit(few, max_false_abstention=0.1, **kw)
+    assert wider.abstention is not None and not notes
 
 
 @pytest.mark.slow
