@@ -27,6 +27,11 @@ from assist.chunks import Chunk
 from assist.sentences import SentenceVectors
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
+# Scripts written without spaces between words (Chinese, Japanese kana, Korean): a run of
+# them is read as its overlapping character pairs, as Lucene's CJK analyser does, since no
+# word boundaries are known; a lone character stays a term of its own.
+_CJK = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff"
+                  "\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]+")
 _WORD = re.compile(r"\b[^\W\d_]+\b")  # a word of letters only (no digit, no underscore)
 _STOPWORDS = frozenset(bm25s.stopwords.STOPWORDS_EN)
 STOPWORDS = _STOPWORDS  # (the words no lexical step reads)
@@ -119,7 +124,13 @@ class LexicalTokenizer:
     def __call__(self, text: str) -> list[str]:
         normal = self._normal
         words = []
-        for w in _TOKEN.findall(text.lower()):
+        text = text.lower()
+        pairs: list[str] = []
+        if _CJK.search(text):
+            for run in _CJK.findall(text):
+                pairs += [run] if len(run) == 1 else [run[i:i + 2] for i in range(len(run) - 1)]
+            text = _CJK.sub(" ", text)
+        for w in _TOKEN.findall(text):
             if w in _STOPWORDS:
                 continue
             n = normal.get(w)
@@ -128,7 +139,7 @@ class LexicalTokenizer:
                 if len(normal) < 200_000:
                     normal[w] = n
             words.append(n)
-        return list(self._stemmer.stemWords(words))
+        return [*self._stemmer.stemWords(words), *pairs]
 
 
 @dataclass
@@ -214,7 +225,8 @@ class Catalog:
         def fix(m: re.Match[str]) -> str:
             word = m.group(0)
             low = word.lower()
-            if len(low) < MIN_TYPO_LENGTH or low in words or low in dictionary:
+            if (len(low) < MIN_TYPO_LENGTH or low in words or low in dictionary
+                    or _CJK.search(low)):
                 return word
             return self._nearest(low) or word
 
@@ -276,18 +288,24 @@ class Catalog:
         return {key: frozenset().union(*(self.terms[i] for i in np.flatnonzero(mask)))
                 for key, mask in self.masks.items()}
 
-    def question_locale(self, terms: AbstractSet[str], views: Sequence[str],
-                        default: str) -> str:
+    def question_locale(self, terms: AbstractSet[str] | Callable[[], AbstractSet[str]],
+                        views: Sequence[str], default: str) -> str:
         """The locale a question that names none is asked in, as the texts the caller may
-        see (its ``views``) read its ``terms``: the locale whose texts use the largest share
+        see (its ``views``) read its ``terms`` (or a function giving them, called only when
+        there is a choice to make): the locale whose texts use the largest share
         of them, if that share beats the ``default`` locale's texts' share by at least
         :data:`LOCALE_MARGIN` and at least :data:`LOCALE_OWN_TERMS` of the terms occur in
         that locale's texts and not in the default locale's (one brand name a Spanish
-        text mentions does not make a question Spanish); ``default`` otherwise, and always
-        when the caller sees texts of one locale only. Texts the caller may not see never
-        count, so the answer says nothing about them."""
+        text mentions does not make a question Spanish); ``default`` otherwise. A caller
+        who sees texts of one locale only is asked in that one (there is nothing else to
+        answer from), and one who sees none in ``default``. Texts the caller may not see
+        never count, so the answer says nothing about them."""
         locales = {loc for v, loc in self.masks if v in views}
-        if not terms or not locales - {default}:
+        if len(locales) <= 1:
+            return next(iter(locales), default)
+        if callable(terms):  # read the question only when there is a choice to make
+            terms = terms()
+        if not terms:
             return default
         vocab = self.view_terms
 

@@ -221,9 +221,8 @@ class ChunkIndex:
         words as asked, not mended: mending would turn words of another language into the
         default locale's."""
         cat = catalog or self.catalog()
-        if all(loc == default for v, loc in cat.masks if v in views):
-            return default  # the caller sees one locale's texts: nothing to read
-        return cat.question_locale(frozenset(self._tokenize(question)), views, default)
+        return cat.question_locale(lambda: frozenset(self._tokenize(question)), views,
+                                   default)
 
     def coverage_terms(self, question: str, catalog: Catalog | None = None,
                        ) -> tuple[frozenset[str], dict[str, frozenset[str]]]:

@@ -182,7 +182,8 @@ class AnswerSettings(BaseModel):
                     "the default locale's do: a share at least 30 points larger, with at "
                     "least two words the default locale's texts never use. A question "
                     "written in Spanish is answered from `es` articles when the knowledge "
-                    "base has them. No effect for a caller who sees one locale's texts.")
+                    "base has them. A caller who sees one locale's texts is asked in "
+                    "that locale.")
     gap_similarity: float = Field(
         default=0.6, ge=0.0, le=1.0, description="Cosine similarity at which unanswered "
         "questions count as one content gap in the review queue (grouped by meaning).")

@@ -371,6 +371,34 @@ def test_locale_fallback(kb: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+def test_a_question_in_a_script_without_spaces_finds_its_article(kb: dict[str, Any]) -> None:
+    """Japanese (as Chinese) writes no spaces between words: its text is read as
+    overlapping character pairs, so the lexical search, coverage and the question's locale
+    work on it as on English words."""
+    for art_id, title, heading, text in (
+        ("router-lights-ja", "ルーターのランプ", "ランプの意味",
+         "Hub 3 ルーターの白いランプが点灯している場合、インターネット接続は正常です。"),
+        ("refunds-ja", "返金", "返金の申請期限",
+         "年間プランの返金は、購入日から30日以内であれば申請できます。"),
+    ):
+        write_article(kb["content"], art_id, audience=["internal", "vendors"],
+                      owner="network-ops", locale="ja",
+                      body=f"# {title}\n## {heading}\n{text}\n")
+        _sync(kb)
+        _approve(kb, art_id)
+    _refresh(kb)
+    a = kb["assistant"]
+    for question, expected in (("白いランプが点灯している意味は\uff1f", "router-lights-ja"),
+                               ("返金は購入日から何日以内に申請できますか", "refunds-ja")):
+        r = _ask(a, question)  # no locale named: read as Japanese
+        assert r.status == "answered", (question, r.status, r.warnings)
+        assert r.passages[0].citation.article_id == expected, (question, r.passages)
+        assert r.passages[0].citation.locale == "ja"
+        hits = a.index.lexical(question, views=["vendors"], locale="ja", n=2)
+        assert hits and hits[0][0].startswith(expected + "|"), hits
+
+
+@pytest.mark.slow
 def test_index_rebuild_and_status_cli(kb: dict[str, Any]) -> None:
     settings: Settings = kb["settings"]
     env = cli_env(settings)

@@ -82,8 +82,24 @@ def test_texts_the_caller_cannot_see_never_count() -> None:
     assert _locale(hidden, "zafiro esmeralda rubí", ("internal", "hr")) == "es"
 
 
-def test_a_caller_who_sees_one_locale_keeps_the_default() -> None:
+def test_a_caller_who_sees_one_locale_is_asked_in_it() -> None:
     cat = _catalog(CHUNKS[2:3], {("internal", "es"): [0]})
     assert _locale(cat, "¿Puede un cliente cancelar en los primeros 14 días?", ("hr",)) == "en"
+    # a knowledge base of Spanish texts alone answers in Spanish, whatever the default
+    assert _locale(cat, "¿Puede un cliente cancelar en los primeros 14 días?") == "es"
+    assert _locale(cat, "cancel") == "es"
     cat = _catalog(CHUNKS[:2], {("internal", "en"): [0, 1]})
     assert _locale(cat, "¿Puede un cliente cancelar en los primeros 14 días?") == "en"
+
+
+def test_text_written_without_spaces_is_read_as_character_pairs() -> None:
+    assert TOKENIZE("返金の申請") == ["返金", "金の", "の申", "申請"]
+    assert TOKENIZE("猫") == ["猫"]
+    assert TOKENIZE("Hub ルーター") == ["hub", "ルー", "ータ", "ター"]
+    assert TOKENIZE("비밀번호") == ["비밀", "밀번", "번호"]
+    japanese = _chunk("refunds-ja", "ja", "年間プランの返金は30日以内に申請できます。")
+    cat = _catalog([*CHUNKS, japanese], {**ALL, ("internal", "ja"): [4]})
+    assert _locale(cat, "返金はいつまで申請できますか") == "ja"
+    assert _locale(cat, "can a customer cancel within 14 days without a charge?") == "en"
+    # never "mended" into another word of the knowledge base
+    assert cat.mend("返金申請はいつまで") == "返金申請はいつまで"
