@@ -21,6 +21,7 @@ def tune(
     content: Annotated[Path | None, typer.Option("--content", help="Tune on this folder of articles in a scratch workspace and only report (nothing is stored).")] = None,
     as_audience: Annotated[str, typer.Option("--as-audience", help="Audience for cases that name none.")] = "internal",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report the cross-validated metrics; store nothing.")] = False,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Run the cross-validation this many times, each on another assignment of cases to folds, and pool the held-out results: steadier figures on a small suite, at that many times the time.")] = 1,
     negatives: Annotated[str, typer.Option("--negatives", help="What abstention learns 'unanswerable' from: withheld (each answerable question again, with its articles withheld: a question on a topic the KB lacks), suite (your unanswerable cases) or both. Your unanswerable cases are always scored.")] = "withheld",
     note: Annotated[str, typer.Option("--note", help="Why this tuning (kept in the record and the audit log).")] = "",
     user: AsUser = None,
@@ -62,10 +63,11 @@ def tune(
             with _progress(f"asking {len(loaded.cases)} cases") as update:
                 seen = observe(c.assistant, loaded, default_audience=as_audience,
                                progress=update)
-        with _progress(f"{folds}-fold cross-validation") as update:
+        times = f" x {repeats}" if repeats > 1 else ""
+        with _progress(f"{folds}-fold cross-validation{times}") as update:
             result = run_tune(seen, base=c.settings.retrieval, answer=c.settings.answer,
                               folds=folds, max_false_abstention=max_false_abstention,
-                              negatives=negatives, progress=update)
+                              negatives=negatives, repeats=repeats, progress=update)
         row = None
         if store:
             with Session(c.engine, expire_on_commit=False) as session:
@@ -84,9 +86,15 @@ def tune(
               "suite": "the suite's unanswerable cases",
               "both": f"the suite's unanswerable cases and {result.withheld} withheld-article "
                       "negatives"}[result.negatives]
-    _print_cv(result, title=f"suite {loaded.name}: {result.folds}-fold cross-validated, "
+    pooled = f" ({result.repeats} assignments of folds pooled)" if result.repeats > 1 else ""
+    _print_cv(result, title=f"suite {loaded.name}: {result.folds}-fold cross-validated{pooled}, "
                             f"{result.cases} cases ({result.unanswerable} unanswerable); "
                             f"abstention learns from {learns}")
+    spread = [x for x in result.repeat_false_abstention if x is not None]
+    if len(spread) > 1:
+        out.print(f"tuned false abstention, one assignment of folds at a time: "
+                  f"{min(spread):.3f} to {max(spread):.3f} (operating point "
+                  f"{result.max_false_abstention:.3f})")
     r = result.params["retrieval"]
     out.print(f"tuned retrieval: fusion {r['fusion']}, dense_weight {r['dense_weight']}, "
               f"article_support {r['article_support']}")

@@ -105,6 +105,9 @@ class TuneResult:
     notes: list[str] = field(default_factory=list)
     withheld: int = 0  # withheld-article negatives the fit used (0: not used)
     negatives: str = "withheld"
+    repeats: int = 1  # cross-validations pooled, each on another assignment of folds
+    # the tuned policy's held-out false abstention in each repeat
+    repeat_false_abstention: list[float | None] = field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
         """What the stored record keeps besides its parameters."""
@@ -112,6 +115,8 @@ class TuneResult:
                 "unanswerable": self.unanswerable, "negatives": self.negatives,
                 "withheld_negatives": self.withheld,
                 "max_false_abstention": self.max_false_abstention,
+                "repeats": self.repeats,
+                "repeat_false_abstention": self.repeat_false_abstention,
                 "cross_validated": {"defaults": self.defaults, "tuned": self.tuned},
                 "fold_params": self.fold_params, "notes": self.notes}
 
@@ -296,17 +301,18 @@ def fit(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSett
     return Policy(best.retrieval, answer, abstention=model), notes
 
 
-def folds_of(cases: Sequence[Case], k: int) -> list[int]:
-    """A fold per case: stratified by answerability, in an order fixed by the case ids.
-    Paraphrases of one question (one ``group``) share a fold, so a held-out case never has
-    a paraphrase in training (that would flatter every held-out figure); a group counts as
-    unanswerable when any of its cases is."""
+def folds_of(cases: Sequence[Case], k: int, *, repeat: int = 0) -> list[int]:
+    """A fold per case: stratified by answerability, in an order fixed by the case ids
+    (and ``repeat``: each repeat of the cross-validation shuffles them differently, the
+    first as it always has). Paraphrases of one question (one ``group``) share a fold, so a
+    held-out case never has a paraphrase in training (that would flatter every held-out
+    figure); a group counts as unanswerable when any of its cases is."""
     units: dict[str, list[int]] = {}
     for i, c in enumerate(cases):
         units.setdefault(f"group:{c.group}" if c.group else c.id, []).append(i)
 
     def key(unit: str) -> str:
-        return hashlib.sha256(unit.encode("utf-8")).hexdigest()
+        return hashlib.sha256((f"{repeat}:{unit}" if repeat else unit).encode()).hexdigest()
 
     fold = [0] * len(cases)
     for answerable in (True, False):
@@ -342,9 +348,16 @@ def _abstains(observed: Sequence[Observed], policy: Policy) -> list[bool]:
 
 def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSettings,
          folds: int = 5, max_false_abstention: float = 0.05, negatives: str = "withheld",
+         repeats: int = 1,
          progress: Callable[[int, int], None] | None = None) -> TuneResult:
     """Cross-validate the tuning procedure, then fit it on every case (``negatives``: what
     abstention learns from, :data:`NEGATIVES`).
+
+    ``repeats``: the cross-validation is run that many times, each on another assignment
+    of cases to folds (:func:`folds_of`), and its held-out results pooled: on a suite of a
+    few dozen cases one assignment can move a figure by several cases either way. The
+    tuned false abstention of each repeat is kept too (``repeat_false_abstention``), to
+    show how far one draw can stray from the operating point.
 
     Besides the suite's metrics, ``withheld_abstention`` is the share of the held-out
     answerable cases' withheld-article negatives that each policy escalates: abstention on
@@ -362,30 +375,39 @@ def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSet
                            f"needs at least {folds * 2}; label more cases or pass fewer --folds")
     if not any(c.answerable for c in cases):
         raise InvalidInput("the suite has no answerable case: nothing to rank")
-    assignment = folds_of(cases, folds)
+    if repeats < 1:
+        raise InvalidInput(f"--repeats must be at least 1 (got {repeats})")
     shipped = Policy(base, answer)
     held_default: list[CaseResult] = []
     held_tuned: list[CaseResult] = []
     withheld_default: list[bool] = []
     withheld_tuned: list[bool] = []
     fold_params: list[dict[str, Any]] = []
-    for f in range(folds):
-        train = [o for o, k in zip(seen, assignment, strict=True) if k != f]
-        test = [o for o, k in zip(seen, assignment, strict=True) if k == f]
-        policy, _ = fit(train, base=base, answer=answer,
-                        max_false_abstention=max_false_abstention, negatives=negatives)
-        fold_params.append(params_of(policy, max_false_abstention)["retrieval"])
-        held_default += [outcome(o, shipped) for o in test]
-        held_tuned += [outcome(o, policy) for o in test]
-        lacking = withheld_negatives(test)
-        withheld_default += _abstains(lacking, shipped)
-        withheld_tuned += _abstains(lacking, policy)
-        if progress:
-            progress(f + 1, folds + 1)
+    repeat_false: list[float | None] = []
+    steps = folds * repeats + 1
+    for r in range(repeats):
+        assignment = folds_of(cases, folds, repeat=r)
+        this_repeat: list[CaseResult] = []
+        for f in range(folds):
+            train = [o for o, k in zip(seen, assignment, strict=True) if k != f]
+            test = [o for o, k in zip(seen, assignment, strict=True) if k == f]
+            policy, _ = fit(train, base=base, answer=answer,
+                            max_false_abstention=max_false_abstention, negatives=negatives)
+            if r == 0:
+                fold_params.append(params_of(policy, max_false_abstention)["retrieval"])
+            held_default += [outcome(o, shipped) for o in test]
+            this_repeat += [outcome(o, policy) for o in test]
+            lacking = withheld_negatives(test)
+            withheld_default += _abstains(lacking, shipped)
+            withheld_tuned += _abstains(lacking, policy)
+            if progress:
+                progress(r * folds + f + 1, steps)
+        held_tuned += this_repeat
+        repeat_false.append(summarize(this_repeat)["false_abstention"])
     final, notes = fit(seen, base=base, answer=answer,
                        max_false_abstention=max_false_abstention, negatives=negatives)
     if progress:
-        progress(folds + 1, folds + 1)
+        progress(steps, steps)
     return TuneResult(
         folds=folds, cases=len(cases), answerable=sum(c.answerable for c in cases),
         unanswerable=sum(not c.answerable for c in cases),
@@ -394,7 +416,7 @@ def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSet
         tuned=_headline(summarize(held_tuned), withheld_tuned),
         params=params_of(final, max_false_abstention), fold_params=fold_params, notes=notes,
         withheld=len(withheld_negatives(seen)) if negatives != "suite" else 0,
-        negatives=negatives)
+        negatives=negatives, repeats=repeats, repeat_false_abstention=repeat_false)
 
 
 def _headline(m: dict[str, float | None], withheld: Sequence[bool]) -> dict[str, float | None]:

@@ -298,6 +298,18 @@ def test_folds_are_stratified_and_stable() -> None:
         if c.group:
             by_group.setdefault(c.group, set()).add(k)
     assert len(by_group) >= 40 and all(len(ks) == 1 for ks in by_group.values())
+    # another repeat of the cross-validation shuffles the folds, with the same guarantees
+    again = folds_of(suite.cases, 5, repeat=1)
+    assert again != a and again == folds_of(suite.cases, 5, repeat=1)
+    assert folds_of(suite.cases, 5, repeat=0) == a
+    counts = [sum(1 for c, k in zip(suite.cases, again, strict=True)
+                  if k == f and not c.answerable) for f in range(5)]
+    assert min(counts) >= 5, counts
+    by_group = {}
+    for c, k in zip(suite.cases, again, strict=True):
+        if c.group:
+            by_group.setdefault(c.group, set()).add(k)
+    assert all(len(ks) == 1 for ks in by_group.values())
     assert len(set(a)) == 5
 
 
@@ -378,6 +390,24 @@ def test_a_suite_with_no_unanswerable_case_calibrates_on_withheld_articles(
 
 
 @pytest.mark.slow
+def test_repeated_cross_validation_pools_other_assignments_of_folds(
+        built: BuiltKB, observed: list[Observed]) -> None:
+    s = built.settings
+    kw: dict[str, Any] = dict(base=s.retrieval, answer=s.answer, folds=5)
+    once = tune(observed, **kw)
+    thrice = tune(observed, repeats=3, **kw)
+    # the shipped settings do not depend on the folds; the tuned ones are fitted per fold
+    assert thrice.defaults == once.defaults
+    assert thrice.repeats == 3 and len(thrice.repeat_false_abstention) == 3
+    assert thrice.repeat_false_abstention[0] == once.tuned["false_abstention"]
+    assert len(set(thrice.repeat_false_abstention)) > 1 or thrice.tuned != once.tuned
+    assert thrice.params == once.params  # what is stored is fitted on every case
+    assert thrice.metrics()["repeat_false_abstention"] == thrice.repeat_false_abstention
+    with pytest.raises(InvalidInput, match="--repeats must be at least 1"):
+        tune(observed, repeats=0, **kw)
+
+
+@pytest.mark.slow
 def test_too_few_answerable_cases_for_the_operating_point_keep_the_shipped_thresholds(
         built: BuiltKB, observed: list[Observed]) -> None:
     s = built.settings
@@ -447,9 +477,12 @@ def test_kb_eval_tune_stores_an_audited_record_that_answers_and_runs_use(
     assert "may not tune" in refused.output
     assert tuning.in_use(Session(built.engine)) is None
 
-    shown = kb("eval", "tune", str(suite), "--folds", "3", "--as", "eve",
+    kb("eval", "tune", str(suite), "--repeats", "0", "--as", "eve", code=2)
+    shown = kb("eval", "tune", str(suite), "--folds", "3", "--repeats", "2", "--as", "eve",
                "--note", "first labelled batch").output
     assert "shipped defaults" in shown and "tuned" in shown
+    assert "2 assignments of folds pooled" in shown
+    assert "tuned false abstention, one assignment of folds at a time" in shown
     assert "withheld-article negatives" in shown and "withheld_abstention" in shown
     assert "stored tuning v1" in shown
     listed = json.loads(kb("eval", "tunings", "--json").stdout)
@@ -458,6 +491,8 @@ def test_kb_eval_tune_stores_an_audited_record_that_answers_and_runs_use(
     assert record["metrics"]["cross_validated"]["tuned"]["abstention_recall"] is not None
     # one per answerable case whose article was found
     assert 60 <= record["metrics"]["withheld_negatives"] <= 80
+    assert record["metrics"]["repeats"] == 2
+    assert len(record["metrics"]["repeat_false_abstention"]) == 2
 
     # The answer path picks the record up with its next question, in any process.
     other = Assistant(engine=built.engine, index=built.assistant.index,
