@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlmodel import Session, col, select
@@ -119,6 +119,25 @@ class Evidence:
     # cosine of the question to each hit's closest sentence (assist.sentences), where it has
     # sentence vectors
     sentences: dict[str, float] = field(default_factory=dict)
+
+
+_Found = TypeVar("_Found")
+
+
+def in_locale_or_default(cfg: AnswerSettings, locale: str, find: Callable[[str], _Found], *,
+                         best: Callable[[_Found], float],
+                         holds: Callable[[_Found], bool]) -> tuple[_Found, bool]:
+    """The locale fallback, one rule for the answer path, ``kb eval tune``'s evidence and
+    the approval check's simulation: what ``find`` finds in ``locale``; when that is not
+    the default locale and nothing it found is close enough (``best``, read as
+    :func:`assist.calibration.confidence` reads candidates, under ``answer.min_score``),
+    what it finds in the default locale instead, if that ``holds`` anything. The second
+    value says whether it fell back."""
+    found = find(locale)
+    if locale == cfg.default_locale or best(found) >= cfg.min_score:
+        return found, False
+    other = find(cfg.default_locale)
+    return (other, True) if holds(other) else (found, False)
 
 
 def asked_locale(index: ChunkIndex, cfg: AnswerSettings, text: str, locale: str | None,
@@ -511,18 +530,18 @@ class Assistant:
         result = AssistResult(query_id=query_id, status=NO_ANSWER)
 
         policy = following.result()
-        candidates, unservable = self._candidates(
-            policy, q.text, vector, views, locale, q.tags, catalog, dense=dense,
-            lexical=lexical.result() if lexical else None)
-        if locale != cfg.default_locale and confidence(candidates) < cfg.min_score:
-            fallback, fallback_unservable = self._candidates(
-                policy, q.text, vector, views, cfg.default_locale, q.tags, catalog)
-            if fallback:
-                result.warnings.append({
-                    "code": "locale_fallback",
-                    "message": f"no approved answer in '{locale}'; showing "
-                               f"'{cfg.default_locale}' text"})
-                candidates, unservable = fallback, fallback_unservable
+        found = lexical.result() if lexical else None
+        (candidates, unservable), fell_back = in_locale_or_default(
+            cfg, locale, lambda loc: self._candidates(
+                policy, q.text, vector, views, loc, q.tags, catalog,  # hits found already
+                dense=dense if loc == locale else None,
+                lexical=found if loc == locale else None),
+            best=lambda got: confidence(got[0]), holds=lambda got: bool(got[0]))
+        if fell_back:
+            result.warnings.append({
+                "code": "locale_fallback",
+                "message": f"no approved answer in '{locale}'; showing "
+                           f"'{cfg.default_locale}' text"})
 
         # Only the best few articles (the shortlist) can reach the answer; retrieval kept
         # their candidates only. Check those against the database.
@@ -559,18 +578,15 @@ class Assistant:
         cat = self.index.catalog()
         views = caller_views(q.audience, self.index.views(cat))
         locale = self._locale(q, views, cat)
-        found = self._evidence_in(q, views, locale, cat)
-        default = self.settings.answer.default_locale
-        cosines = [s for cid, s in found.dense if cid in found.chunks]
-        best = max(cosines) if cosines else float(
-            any(cid in found.chunks for cid, _ in found.lexical))  # as confidence() reads it
-        if locale != default and best < self.settings.answer.min_score:
-            # the answer path's locale fallback (ask): nothing close enough in the asked
-            # locale, so the default locale's texts answer if it has any
-            fallback = self._evidence_in(q, views, default, cat)
-            if fallback.chunks:
-                return fallback
-        return found
+
+        def best(found: Evidence) -> float:  # as confidence() reads the candidates
+            cosines = [s for cid, s in found.dense if cid in found.chunks]
+            return max(cosines) if cosines else float(
+                any(cid in found.chunks for cid, _ in found.lexical))
+
+        return in_locale_or_default(
+            self.settings.answer, locale, lambda loc: self._evidence_in(q, views, loc, cat),
+            best=best, holds=lambda found: bool(found.chunks))[0]
 
     def _evidence_in(self, q: Question, views: tuple[str, ...], locale: str,
                      cat: Catalog) -> Evidence:

@@ -35,6 +35,7 @@ from assist.answer import (
     Assistant,
     asked_locale,
     disagreement,
+    in_locale_or_default,
     lacks_approved_language,
     lead_language_first,
     lead_would_answer,
@@ -351,13 +352,10 @@ class Simulation:
                               caller_views(audience, self.index.views(self.catalog)),
                               self.catalog)
         self._article_id, self._chunks = article_id, chunks
-        candidates, lead = self._candidates(question, vector, audience, locale, article_id,
-                                            chunks)
-        if locale != cfg.default_locale and confidence(candidates) < cfg.min_score:
-            fallback, fallback_lead = self._candidates(question, vector, audience,
-                                                       cfg.default_locale, article_id, chunks)
-            if fallback:
-                candidates, lead = fallback, fallback_lead
+        (candidates, lead), _ = in_locale_or_default(
+            cfg, locale, lambda loc: self._candidates(question, vector, audience, loc,
+                                                      article_id, chunks),
+            best=lambda found: confidence(found[0]), holds=lambda found: bool(found[0]))
         return self._decide(question, candidates, {c.id for c in chunks}, lead)
 
     def _candidates(self, question: str, vector: NDArray[np.float32], audience: str,
