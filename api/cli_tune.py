@@ -37,7 +37,7 @@ def tune(
     from sqlmodel import Session
 
     from api.cli_eval import _progress, _suite
-    from evals.tune import check_negatives, observe
+    from evals.tune import check_negatives, check_operating_point, observe
     from evals.tune import tune as run_tune
     from kb import tuning as tunings
 
@@ -45,6 +45,7 @@ def tune(
     store = content is None and not dry_run
     try:
         check_negatives(negatives)  # before any work
+        check_operating_point(max_false_abstention)
         if store:  # who acts is checked before any work
             with c.session() as session:
                 c.actor(session, user, "tune")

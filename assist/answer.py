@@ -134,7 +134,7 @@ def in_locale_or_default(cfg: AnswerSettings, locale: str, find: Callable[[str],
     what it finds in the default locale instead, if that ``holds`` anything. The second
     value says whether it fell back."""
     found = find(locale)
-    if locale == cfg.default_locale or best(found) >= cfg.min_score:
+    if locale == cfg.default_locale or not best(found) < cfg.min_score:
         return found, False
     other = find(cfg.default_locale)
     return (other, True) if holds(other) else (found, False)

@@ -91,6 +91,9 @@ class AbstentionModel:
         return self.logit(values) < self.threshold
 
     def to_dict(self) -> dict[str, Any]:
+        if not all(math.isfinite(v) for v in (*self.mean, *self.scale, *self.weights,
+                                               self.bias, self.threshold)):
+            raise ValueError("an abstention model with a non-finite value cannot be stored")
         return {"features": list(self.features), "mean": list(self.mean),
                 "scale": list(self.scale), "weights": list(self.weights),
                 "bias": self.bias, "threshold": self.threshold}
@@ -158,6 +161,8 @@ def operating_threshold(answerable_logits: Sequence[float], max_false_abstention
         return ranked[-1] + 1e-9
     low = max(math.floor(position + 1e-9), 0)
     frac = min(max(position - low, 0.0), 1.0)
+    if frac == 0.0 or not (math.isfinite(ranked[low]) and math.isfinite(ranked[low + 1])):
+        return ranked[low]
     return ranked[low] + frac * (ranked[low + 1] - ranked[low])
 
 

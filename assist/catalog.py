@@ -10,6 +10,7 @@ import functools
 import math
 import re
 import threading
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -27,11 +28,17 @@ from assist.chunks import Chunk
 from assist.sentences import SentenceVectors
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
-# Scripts written without spaces between words (Chinese, Japanese kana, Korean): a run of
-# them is read as its overlapping character pairs, as Lucene's CJK analyser does, since no
-# word boundaries are known; a lone character stays a term of its own.
-_CJK = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff"
-                  "\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]+")
+# Chinese and Japanese, written without spaces between words, and Korean, whose words carry
+# their particles: a run of these scripts is read as its overlapping character pairs, as
+# Lucene's CJK analyser does, since no word boundaries are known; a lone character stays a
+# term of its own. (The katakana middle dot U+30FB separates words, so it is not in a run.)
+_CJK_CHARS = ("\u1100-\u11ff\u3005-\u3007\u3040-\u30fa\u30fc-\u30ff\u3130-\u318f"
+              "\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f"
+              "\U00020000-\U0003134f")
+_CJK = re.compile(f"[{_CJK_CHARS}]+")
+# A run of those scripts, or a word of two or more other word characters, in text order.
+_CJK_OR_TOKEN = re.compile(f"[{_CJK_CHARS}]+|(?:(?![{_CJK_CHARS}])\\w){{2,}}")
+_WIDTH_FORMS = re.compile("[\uff00-\uffef]")  # fullwidth Latin, halfwidth katakana
 _WORD = re.compile(r"\b[^\W\d_]+\b")  # a word of letters only (no digit, no underscore)
 _STOPWORDS = frozenset(bm25s.stopwords.STOPWORDS_EN)
 STOPWORDS = _STOPWORDS  # (the words no lexical step reads)
@@ -122,15 +129,28 @@ class LexicalTokenizer:
         self._normal: dict[str, str] = {}
 
     def __call__(self, text: str) -> list[str]:
+        if _WIDTH_FORMS.search(text):  # fullwidth "router" is "router"; halfwidth kana too
+            text = unicodedata.normalize("NFKC", text)
+        text = text.lower()
+        if not _CJK.search(text):
+            return self._words(_TOKEN.findall(text))
+        # Terms in text order (what reads the words next to a number relies on it): each
+        # run of CJK script as its character pairs, every other word as usual.
+        out: list[str] = []
+        for token in _CJK_OR_TOKEN.findall(text):
+            if _CJK.match(token):
+                out += ([token] if len(token) == 1
+                        else [token[i:i + 2] for i in range(len(token) - 1)])
+            else:
+                out += self._words([token])
+        return out
+
+    def _words(self, tokens: list[str]) -> list[str]:
+        """Words as the lexical index reads them: stop words out, word forms joined
+        (:func:`normal_word`), stemmed."""
         normal = self._normal
         words = []
-        text = text.lower()
-        pairs: list[str] = []
-        if _CJK.search(text):
-            for run in _CJK.findall(text):
-                pairs += [run] if len(run) == 1 else [run[i:i + 2] for i in range(len(run) - 1)]
-            text = _CJK.sub(" ", text)
-        for w in _TOKEN.findall(text):
+        for w in tokens:
             if w in _STOPWORDS:
                 continue
             n = normal.get(w)
@@ -139,7 +159,7 @@ class LexicalTokenizer:
                 if len(normal) < 200_000:
                     normal[w] = n
             words.append(n)
-        return [*self._stemmer.stemWords(words), *pairs]
+        return list(self._stemmer.stemWords(words))
 
 
 @dataclass
@@ -246,7 +266,8 @@ class Catalog:
         counts: dict[str, int] = {}
         for c in self.chunks:
             for w in set(_WORD.findall(c.lexical_text().lower())):
-                counts[w] = counts.get(w, 0) + 1
+                if not _CJK.search(w):  # never mended (mend): no need to look them up
+                    counts[w] = counts.get(w, 0) + 1
         near: dict[str, list[str]] = {}
         for w in counts:
             if len(w) >= MIN_TYPO_LENGTH - 1:
@@ -300,7 +321,7 @@ class Catalog:
         who sees texts of one locale only is asked in that one (there is nothing else to
         answer from), and one who sees none in ``default``. Texts the caller may not see
         never count, so the answer says nothing about them."""
-        locales = {loc for v, loc in self.masks if v in views}
+        locales = {loc for (v, loc), n in self.sizes.items() if v in views and n > 0}
         if len(locales) <= 1:
             return next(iter(locales), default)
         if callable(terms):  # read the question only when there is a choice to make

@@ -298,6 +298,14 @@ def fit(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSett
         escalated.append(lacks_approved_language(lead, valid, answer))
     model = fit_abstention(rows, labels, max_false_abstention=max_false_abstention,
                            escalated=escalated)
+    if not math.isfinite(model.threshold):
+        spent = sum(e for e, a in zip(escalated, labels, strict=True) if a)
+        notes.append(f"abstention keeps the shipped thresholds: {spent} of the {sum(labels)} "
+                     f"answerable cases escalate for want of approved language already, "
+                     f"which spends the {max_false_abstention:.1%} operating point (a model "
+                     f"would abstain on nothing more); add approved language to those "
+                     f"articles or choose a larger --max-false-abstention")
+        return best, notes
     return Policy(best.retrieval, answer, abstention=model), notes
 
 
@@ -336,6 +344,13 @@ def params_of(policy: Policy, max_false_abstention: float) -> dict[str, Any]:
     }
 
 
+def check_operating_point(max_false_abstention: float) -> None:
+    """Refuse an operating point that is not a share of answerable questions."""
+    if not 0.0 <= max_false_abstention < 1.0:  # (NaN fails too)
+        raise InvalidInput("--max-false-abstention is a share of answerable questions: "
+                           f"give a value from 0 to below 1 (got {max_false_abstention})")
+
+
 def check_negatives(negatives: str) -> None:
     """Refuse a ``negatives`` that is not one of :data:`NEGATIVES`."""
     if negatives not in NEGATIVES:
@@ -364,9 +379,7 @@ def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSet
     questions whose topic the knowledge base lacks, measured on one question per
     answerable case. It is reported whether or not the fit used them."""
     check_negatives(negatives)
-    if not 0.0 <= max_false_abstention < 1.0:
-        raise InvalidInput("--max-false-abstention is a share of answerable questions: "
-                           f"give a value from 0 to below 1 (got {max_false_abstention})")
+    check_operating_point(max_false_abstention)
     cases = [o.case for o in seen]
     if folds < 2:
         raise InvalidInput(f"--folds must be at least 2 (got {folds})")
@@ -384,6 +397,7 @@ def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSet
     withheld_tuned: list[bool] = []
     fold_params: list[dict[str, Any]] = []
     repeat_false: list[float | None] = []
+    fold_notes: dict[str, int] = {}
     steps = folds * repeats + 1
     for r in range(repeats):
         assignment = folds_of(cases, folds, repeat=r)
@@ -391,8 +405,10 @@ def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSet
         for f in range(folds):
             train = [o for o, k in zip(seen, assignment, strict=True) if k != f]
             test = [o for o, k in zip(seen, assignment, strict=True) if k == f]
-            policy, _ = fit(train, base=base, answer=answer,
-                            max_false_abstention=max_false_abstention, negatives=negatives)
+            policy, said = fit(train, base=base, answer=answer,
+                               max_false_abstention=max_false_abstention, negatives=negatives)
+            for note in said:
+                fold_notes[note] = fold_notes.get(note, 0) + 1
             if r == 0:
                 fold_params.append(params_of(policy, max_false_abstention)["retrieval"])
             held_default += [outcome(o, shipped) for o in test]
@@ -408,6 +424,10 @@ def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSet
                        max_false_abstention=max_false_abstention, negatives=negatives)
     if progress:
         progress(steps, steps)
+    # A fold trains on fewer cases than the final fit: say where its "tuned" column shows
+    # something else than what is stored (e.g. the shipped thresholds, for want of cases).
+    notes += [f"in {n} of {folds * repeats} cross-validation folds: {note}"
+              for note, n in fold_notes.items() if note not in notes]
     return TuneResult(
         folds=folds, cases=len(cases), answerable=sum(c.answerable for c in cases),
         unanswerable=sum(not c.answerable for c in cases),

@@ -88,6 +88,9 @@ def test_a_caller_who_sees_one_locale_is_asked_in_it() -> None:
     # a knowledge base of Spanish texts alone answers in Spanish, whatever the default
     assert _locale(cat, "¿Puede un cliente cancelar en los primeros 14 días?") == "es"
     assert _locale(cat, "cancel") == "es"
+    # a collection whose texts have all gone counts for nothing
+    emptied = _catalog(CHUNKS[2:3], {("internal", "es"): [0], ("internal", "en"): []})
+    assert _locale(emptied, "cancel") == "es"
     cat = _catalog(CHUNKS[:2], {("internal", "en"): [0, 1]})
     assert _locale(cat, "¿Puede un cliente cancelar en los primeros 14 días?") == "en"
 
@@ -101,5 +104,14 @@ def test_text_written_without_spaces_is_read_as_character_pairs() -> None:
     cat = _catalog([*CHUNKS, japanese], {**ALL, ("internal", "ja"): [4]})
     assert _locale(cat, "返金はいつまで申請できますか") == "ja"
     assert _locale(cat, "can a customer cancel within 14 days without a charge?") == "en"
-    # never "mended" into another word of the knowledge base
-    assert cat.mend("返金申請はいつまで") == "返金申請はいつまで"
+    # terms stay in text order (the words next to a number are read from it)
+    assert TOKENIZE("返金期限 Fibre plan refunds within 30 days.") == [
+        "返金", "金期", "期限", "fiber", "plan", "refund", "within", "30", "day"]
+    assert TOKENIZE("人々") == ["人々"]  # the iteration mark belongs to the run
+    assert TOKENIZE("ロード・ラン") == ["ロー", "ード", "ラン"]  # the middle dot splits words
+    assert TOKENIZE("\uff99\uff70\uff80\uff70") == TOKENIZE("ルーター")  # halfwidth kana
+    assert TOKENIZE("\uff52\uff4f\uff55\uff54\uff45\uff52") == ["router"]  # fullwidth
+    # never "mended" into another word of the knowledge base: one edit from a text's run
+    known = _chunk("refunds-ja", "ja", "返金の申請について説明します。")
+    mending = _catalog([*CHUNKS, known], {**ALL, ("internal", "ja"): [4]})
+    assert mending.mend("返金の申請についての説明します") == "返金の申請についての説明します"

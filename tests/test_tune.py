@@ -128,6 +128,54 @@ def test_the_operating_point_holds_in_expectation_on_small_suites() -> None:
     assert not holds_operating_point(10_000, 0.0)
 
 
+def test_an_operating_point_spent_by_other_escalations_keeps_the_shipped_thresholds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """When answerable cases escalated for want of approved language already spend the
+    budget, no threshold is left: the fit keeps the shipped thresholds and says why
+    (a model that abstains on nothing, stored as -inf, is neither useful nor storable)."""
+    import evals.tune as tune_module
+
+    rng = np.random.default_rng(3)
+
+    def case(i: int, answerable: bool) -> Observed:
+        c = Case(id=f"{'c' if answerable else 'n'}{i}", question="q",
+                 articles=("a",) if answerable else (), section=None, contains=(),
+                 answerable=answerable, audience=None, group=None, locale=None)
+        return Observed(c, Evidence([], [], {}, {}, {}, 0.0))
+
+    seen = [case(i, True) for i in range(43)]
+    negatives = [case(i, False) for i in range(43)]
+    owner = {id(o.evidence): o.case for o in [*seen, *negatives]}
+    escalated: set[str] = set()
+
+    def signals_of(ev: Evidence, valid: Any) -> dict[str, float]:
+        row = {sig: float(rng.normal()) for sig in SIGNALS}
+        good = owner[id(ev)].answerable
+        row["coverage"] = float(rng.uniform(0.4, 1.0) if good else rng.uniform(0.0, 0.6))
+        return row
+
+    monkeypatch.setattr(tune_module, "withheld_negatives", lambda s: negatives)
+    monkeypatch.setattr(tune_module, "ranked_with_lead", lambda ev, r, a=None: (["x"], ev))
+    monkeypatch.setattr(tune_module, "evidence_signals", signals_of)
+    monkeypatch.setattr(tune_module, "lacks_approved_language",
+                        lambda lead, valid, answer: owner[id(lead)].id in escalated)
+    s = Settings()
+    kw: dict[str, Any] = dict(base=s.retrieval.model_copy(update={"fusion": "dense"}),
+                              answer=s.answer, max_false_abstention=0.05)
+    # 43 answerable cases: position 0.05 x 44 - 1 = 1.2; one escalation leaves 0.2
+    escalated.update({"c0"})
+    policy, notes = fit(seen, **kw)
+    assert policy.abstention is not None and math.isfinite(policy.abstention.threshold)
+    escalated.update({"c1"})  # two leave -0.8: nothing
+    policy, notes = fit(seen, **kw)
+    assert policy.abstention is None
+    assert any("2 of the 43 answerable cases escalate for want of approved language" in n
+               for n in notes), notes
+    bad = AbstentionModel(("coverage",), (0.5,), (0.2,), (2.0,), 0.0, -math.inf)
+    with pytest.raises(ValueError, match="non-finite"):
+        bad.to_dict()
+
+
 def test_escalations_by_another_rule_spend_the_same_budget() -> None:
     """Answerable questions another rule escalates anyway (no_approved_language) count
     against the operating point: the model abstains on fewer, never on more than is left."""
@@ -419,6 +467,15 @@ def test_too_few_answerable_cases_for_the_operating_point_keep_the_shipped_thres
                for n in notes), notes
     wider, notes = fit(few, max_false_abstention=0.1, **kw)
     assert wider.abstention is not None and not notes
+    # 22 answerable cases can promise 5%, but a fold's training cases (about 18) cannot:
+    # the report says that its "tuned" column there shows the shipped thresholds
+    some = [o for o in observed if o.case.answerable][:22]
+    result = tune(some, folds=5, max_false_abstention=0.05, **kw)
+    assert result.params["abstention"] is not None
+    kept = [int(n.split()[1]) for n in result.notes
+            if n.endswith("choose a larger --max-false-abstention")
+            and "cross-validation folds: abstention keeps the shipped thresholds" in n]
+    assert sum(kept) == 5, result.notes  # every fold, whatever its exact count
 
 
 @pytest.mark.slow
@@ -478,6 +535,8 @@ def test_kb_eval_tune_stores_an_audited_record_that_answers_and_runs_use(
     assert tuning.in_use(Session(built.engine)) is None
 
     kb("eval", "tune", str(suite), "--repeats", "0", "--as", "eve", code=2)
+    bad = kb("eval", "tune", str(suite), "--max-false-abstention", "1.5", "--as", "eve", code=2)
+    assert "give a value from 0 to below 1" in bad.output
     shown = kb("eval", "tune", str(suite), "--folds", "3", "--repeats", "2", "--as", "eve",
                "--note", "first labelled batch").output
     assert "shipped defaults" in shown and "tuned" in shown
