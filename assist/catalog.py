@@ -39,6 +39,7 @@ _CJK = re.compile(f"[{_CJK_CHARS}]+")
 # A run of those scripts, or a word of two or more other word characters, in text order.
 _CJK_OR_TOKEN = re.compile(f"[{_CJK_CHARS}]+|(?:(?![{_CJK_CHARS}])\\w){{2,}}")
 _WIDTH_FORMS = re.compile("[\uff00-\uffef]")  # fullwidth Latin, halfwidth katakana
+_UNUSUAL = re.compile(f"[{_CJK_CHARS}\uff00-\uffef]")  # either of the above
 _WORD = re.compile(r"\b[^\W\d_]+\b")  # a word of letters only (no digit, no underscore)
 _STOPWORDS = frozenset(bm25s.stopwords.STOPWORDS_EN)
 STOPWORDS = _STOPWORDS  # (the words no lexical step reads)
@@ -129,6 +130,8 @@ class LexicalTokenizer:
         self._normal: dict[str, str] = {}
 
     def __call__(self, text: str) -> list[str]:
+        if not _UNUSUAL.search(text):  # most text: one scan to tell
+            return self._words(_TOKEN.findall(text.lower()))
         if _WIDTH_FORMS.search(text):  # fullwidth "router" is "router"; halfwidth kana too
             text = unicodedata.normalize("NFKC", text)
         text = text.lower()
