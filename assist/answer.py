@@ -142,16 +142,12 @@ def in_locale_or_default(cfg: AnswerSettings, locale: str, find: Callable[[str],
 
 def asked_locale(index: ChunkIndex, cfg: AnswerSettings, text: str, locale: str | None,
                  views: Sequence[str], catalog: Catalog) -> str:
-    """The locale a question is asked in: the one it names, else the one its words read as
-    among the texts its caller may see (``answer.detect_locale``,
-    :meth:`assist.index.ChunkIndex.question_locale`), else ``answer.default_locale``. The
-    answer path and the approval check's simulation both decide it here."""
-    if locale:
-        return locale
-    if not cfg.detect_locale:
-        return cfg.default_locale
-    return index.question_locale(text, views=views, default=cfg.default_locale,
-                                 catalog=catalog)
+    """The locale a question is asked in under ``cfg`` (``answer.detect_locale``,
+    ``answer.default_locale``): :meth:`assist.index.ChunkIndex.asked_locale`, the one rule
+    for the answer path, the approval check's simulation and the content gaps' nearest
+    article."""
+    return index.asked_locale(text, locale, views=views, default=cfg.default_locale,
+                              detect=cfg.detect_locale, catalog=catalog)
 
 
 def serve_order(valid: Sequence[Candidate], *, top_k: int, min_score: float,

@@ -89,9 +89,8 @@ class MeaningGroups:
         the default locale (``detect_locale`` off: the default locale only)."""
         vector = self._embed([question])[0]
         catalog = self.index.catalog()
-        asked = self.index.question_locale(
-            question, views=(INTERNAL,), default=self.locale,
-            catalog=catalog) if self.detect_locale else self.locale
+        asked = self.index.asked_locale(question, None, views=(INTERNAL,), default=self.locale,
+                                        detect=self.detect_locale, catalog=catalog)
         for locale in dict.fromkeys((asked, self.locale)):
             for cid, score in self.index.dense(vector, views=(INTERNAL,), locale=locale, n=3,
                                                catalog=catalog):

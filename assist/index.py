@@ -224,6 +224,17 @@ class ChunkIndex:
         return cat.question_locale(lambda: frozenset(self._tokenize(question)), views,
                                    default)
 
+    def asked_locale(self, question: str, locale: str | None, *, views: Sequence[str],
+                     default: str, detect: bool, catalog: Catalog | None = None) -> str:
+        """The locale a question is asked in: the one it names, else (``detect``) the one
+        its words read as among the texts its caller may see (:meth:`question_locale`),
+        else ``default``."""
+        if locale:
+            return locale
+        if not detect:
+            return default
+        return self.question_locale(question, views=views, default=default, catalog=catalog)
+
     def coverage_terms(self, question: str, catalog: Catalog | None = None,
                        ) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
         """What coverage reads of ``question``: its terms as asked (mended, abbreviations
