@@ -391,9 +391,12 @@ def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSet
     if repeats < 1:
         raise InvalidInput(f"--repeats must be at least 1 (got {repeats})")
     shipped = Policy(base, answer)
-    held_default: list[CaseResult] = []
+    # The shipped settings fit nothing, so every case is held out from them whatever the
+    # folds: scored once, not once per fold assignment.
+    lacking_all = withheld_negatives(seen)
+    held_default = [outcome(o, shipped) for o in seen]
+    withheld_default = _abstains(lacking_all, shipped)
     held_tuned: list[CaseResult] = []
-    withheld_default: list[bool] = []
     withheld_tuned: list[bool] = []
     fold_params: list[dict[str, Any]] = []
     repeat_false: list[float | None] = []
@@ -411,11 +414,8 @@ def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSet
                 fold_notes[note] = fold_notes.get(note, 0) + 1
             if r == 0:
                 fold_params.append(params_of(policy, max_false_abstention)["retrieval"])
-            held_default += [outcome(o, shipped) for o in test]
             this_repeat += [outcome(o, policy) for o in test]
-            lacking = withheld_negatives(test)
-            withheld_default += _abstains(lacking, shipped)
-            withheld_tuned += _abstains(lacking, policy)
+            withheld_tuned += _abstains(withheld_negatives(test), policy)
             if progress:
                 progress(r * folds + f + 1, steps)
         held_tuned += this_repeat
@@ -435,7 +435,7 @@ def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSet
         defaults=_headline(summarize(held_default), withheld_default),
         tuned=_headline(summarize(held_tuned), withheld_tuned),
         params=params_of(final, max_false_abstention), fold_params=fold_params, notes=notes,
-        withheld=len(withheld_negatives(seen)) if negatives != "suite" else 0,
+        withheld=len(lacking_all) if negatives != "suite" else 0,
         negatives=negatives, repeats=repeats, repeat_false_abstention=repeat_false)
 
 
