@@ -30,12 +30,26 @@ from kb.articles import ParsedArticle, parse_article
 from kb.errors import InvalidArticle
 
 _FRONT = re.compile(r"\A---\n.*?\n---\n", re.S)
-_TITLE = re.compile(r"^# .*\n?", re.M)
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 
 
 def _body(text: str) -> str:
-    """An article's Markdown without its front matter and its ``#`` title line(s)."""
-    return _TITLE.sub("", _FRONT.sub("", text, count=1)).strip() + "\n"
+    """An article's Markdown without its front matter and its ``#`` title line(s); a line
+    starting ``# `` inside a fenced code block (a shell comment) is text and stays."""
+    out: list[str] = []
+    fence = ""  # the open fence's run of backticks or tildes
+    for line in _FRONT.sub("", text, count=1).splitlines(keepends=True):
+        m = _FENCE.match(line)
+        if fence:
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) \
+                    and not line[m.end():].strip():
+                fence = ""
+        elif m:
+            fence = m.group(1)
+        elif line.startswith("# "):
+            continue
+        out.append(line)
+    return "".join(out).strip() + "\n"
 
 
 def groups(vectors: np.ndarray, k: int, *, seed: int = 0, rounds: int = 30) -> list[int]:

@@ -81,3 +81,19 @@ def test_the_command_refuses_to_write_into_a_folder_in_use(tmp_path: Path) -> No
         main([str(content), str(suite), str(tmp_path / "used")])
     assert exc.value.code == 2
     assert (tmp_path / "used" / "keep.md").read_text() == "mine"
+
+
+def test_a_title_like_line_inside_a_code_block_is_kept(tmp_path: Path) -> None:
+    content = tmp_path / "content"
+    body = ("# Router reset\n## Steps\nRun this:\n\n```sh\n# restart the router\nreboot\n```\n\n"
+            "~~~~\n# still code\n~~~\n# still code after a shorter fence\n~~~~\n")
+    write_article(content, "router-reset", title="Router reset", audience=["internal"],
+                  body=body)
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text(json.dumps({"id": "a", "question": "reset?", "answerable": True,
+                                 "expect": {"articles": ["router-reset"]}}) + "\n")
+    mapping = merge(content, suite, tmp_path / "out", embed=_Embed())
+    merged = (tmp_path / "out" / "content" / f"{mapping['router-reset']}.md").read_text()
+    assert "# Router reset" not in merged  # the title line goes
+    assert "# restart the router\nreboot" in merged  # the shell comment stays
+    assert "# still code\n~~~\n# still code after a shorter fence\n~~~~" in merged
