@@ -235,6 +235,51 @@ def bench(
     _print_metrics(columns, title=f"suite {suite}: Canon vs baselines")
 
 
+def draft(
+    ctx: typer.Context,
+    out_path: Annotated[Path, typer.Argument(metavar="OUT.jsonl", help="Where to write the draft suite (JSONL).")],
+    days: Annotated[int | None, typer.Option("--days", min=1, help="Only questions asked in the last N days (default: the whole log).")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many cases: the most asked distinct questions first.")] = 300,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT.jsonl if it exists.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Draft a suite from the questions agents asked (the query log), to review and then tune
+    on (`kb eval tune`).
+
+    Each case expects what was served (or, unanswered, an escalation) and carries
+    'draft: true': suites refuse draft cases until someone has checked each one against the
+    knowledge base and deleted the key (meta.review says what to check)."""
+    from datetime import timedelta
+
+    from evals.draft import draft_suite, write_draft
+
+    c = get_ctx(ctx)
+    try:
+        since = c.clock() - timedelta(days=days) if days else None
+        with c.session() as session:
+            made = draft_suite(session, max_chars=c.settings.index.chunk_max_chars,
+                               since=since, limit=limit)
+        write_draft(made, out_path, force=force)
+    except CanonError as exc:
+        fail(exc)
+    counts = {"cases": len(made.cases),
+              "answered": sum(1 for k in made.cases if "expect" in k),
+              "answer_flagged": sum(1 for k in made.cases
+                                    if k["answerable"] and "expect" not in k),
+              "not_answered": sum(1 for k in made.cases if not k["answerable"]),
+              "distinct_questions": made.distinct, "log_rows": made.rows,
+              "path": str(out_path)}
+    if as_json:
+        print_json(counts)
+        return
+    out.print(f"wrote {counts['cases']} draft cases to {out_path} "
+              f"(from {made.distinct} distinct questions in {made.rows} logged answers): "
+              f"{counts['answered']} answered, {counts['answer_flagged']} flagged as not "
+              f"right, {counts['not_answered']} not answered")
+    out.print("review each case, delete its 'draft: true', then: "
+              f"kb eval tune {out_path} --as <evaluator>")
+
+
 def _suite_path(name: str) -> Path:
     from evals.suites import find_suite
 
@@ -249,6 +294,7 @@ def register(app: typer.Typer) -> None:
     eval_app.command("compare")(compare)
     eval_app.command("list")(list_)
     eval_app.command("bench")(bench)
+    eval_app.command("draft")(draft)
     from api import cli_tune
 
     cli_tune.register(eval_app)

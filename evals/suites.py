@@ -9,6 +9,9 @@ kept on the :class:`Case` and stored with run results, never scored. One convent
 from it: ``meta.gold_sections``, a list of ``[article_id, section heading]`` pairs naming every
 right section (as the shared development sets write it); ``section_hit@1`` accepts any of them,
 next to the headings of ``expect.section`` / ``expect.sections``.
+
+``draft: true`` marks a case drafted from the query log (``kb eval draft``, evals/draft.py)
+that nobody has checked yet: it is refused, with what to check, until the key is deleted.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from kb.errors import InvalidInput, Problem
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 
 SUFFIXES = (".yaml", ".yml", ".jsonl")
-CASE_KEYS = ("id", "question", "expect", "answerable", "audience", "group", "locale", "meta")
+CASE_KEYS = ("id", "question", "expect", "answerable", "audience", "group", "locale", "meta",
+             "draft")
 EXPECT_KEYS = ("articles", "section", "sections", "contains")
 GENERIC_STEMS = frozenset({"suite"})  # <set>/suite.jsonl is named after its folder
 MAX_QUESTION = 2000
@@ -327,6 +331,16 @@ def _validate_case(
 
     meta = _meta(data.get("meta"), line("meta"), where, c)
     gold_sections = _gold_sections(meta, line("meta"), where, c)
+
+    draft = data.get("draft", False)
+    if draft is True:
+        c.add(line("draft"), where, "a draft case (from `kb eval draft`): its expectation is "
+              "only what was served, or a guess",
+              "check 'answerable' and 'expect' against the knowledge base (meta.review says "
+              "what to check), then delete 'draft: true'")
+    elif draft is not False:
+        c.add(line("draft"), where, f"'draft' must be true or false, got {draft!r}",
+              "delete the key once the case is checked")
 
     if len(c.problems) > before:
         return None
