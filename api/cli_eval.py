@@ -138,13 +138,18 @@ def _run(c: Ctx, suite_name: str, engine: Engine, ask: Any, audience: str,
     with _progress(f"suite {suite.name}") as update:
         runs = runner.run_suite(suite, ask=ask, checker=checker, default_audience=audience,
                                 progress=update)
-    from kb import tuning
-
+    # The tuning each answer says decided it (None: the shipped settings): one for the
+    # whole run, or the run measured two policies and is not stored.
+    used = sorted({r.response.get("tuning_sha256") or "" for r in runs})
+    if len(used) > 1:
+        raise InvalidInput(
+            "the tuning record in use changed during the run (answers came from "
+            + " and ".join(f"tuning {h[:12]}" if h else "the shipped settings" for h in used)
+            + "): nothing stored; run the suite again")
     with Session(c.engine, expire_on_commit=False) as s, Session(engine) as content_session:
-        in_use = tuning.in_use(content_session)  # what the answering database applied
         row = store.save_run(s, suite=suite, runs=runs, settings_hash=c.settings.fingerprint(),
                              content_session=content_session, code_dir=SUITES_DIR,
-                             label=label, tuning_sha256=in_use.sha256 if in_use else None)
+                             label=label, tuning_sha256=used[0] or None if used else None)
     return row
 
 

@@ -37,7 +37,8 @@ def tune(
     from sqlmodel import Session
 
     from api.cli_eval import _progress, _suite
-    from evals.tune import check_negatives, check_operating_point, observe
+    from assist.calibration import TUNABLE_FUSIONS, record_problem
+    from evals.tune import check_folds, check_negatives, check_operating_point, observe
     from evals.tune import tune as run_tune
     from kb import tuning as tunings
 
@@ -46,6 +47,14 @@ def tune(
     try:
         check_negatives(negatives)  # before any work
         check_operating_point(max_false_abstention)
+        check_folds(folds)
+        fusion = c.settings.retrieval.fusion
+        if store and fusion not in TUNABLE_FUSIONS:
+            raise InvalidInput(
+                f"KB_RETRIEVAL__FUSION is '{fusion}', a baseline: the answer path applies no "
+                "tuning record under it, so none would be stored. Tune under "
+                f"{' or '.join(TUNABLE_FUSIONS)} (the shipped ranking), or pass --dry-run "
+                "to see the cross-validated figures only")
         if store:  # who acts is checked before any work
             with c.session() as session:
                 c.actor(session, user, "tune")
@@ -54,6 +63,7 @@ def tune(
 
             with scratch_workspace(content, c.settings) as ws:
                 loaded = _suite(suite, known_articles(ws.engine))
+                check_folds(folds, loaded.cases)
                 with _progress(f"asking {len(loaded.cases)} cases") as update:
                     seen = observe(ws.assistant, loaded, default_audience=as_audience,
                                    progress=update)
@@ -61,6 +71,7 @@ def tune(
             from evals.workspace import known_articles
 
             loaded = _suite(suite, known_articles(c.engine))
+            check_folds(folds, loaded.cases)
             with _progress(f"asking {len(loaded.cases)} cases") as update:
                 seen = observe(c.assistant, loaded, default_audience=as_audience,
                                progress=update)
@@ -75,7 +86,8 @@ def tune(
                 actor = c.actor(session, user, "tune")
                 row = tunings.store(session, actor, suite=loaded.name,
                                     suite_sha256=loaded.sha256, params=result.params,
-                                    metrics=result.metrics(), now=c.clock(), note=note)
+                                    metrics=result.metrics(), now=c.clock(), note=note,
+                                    problem=record_problem)
     except CanonError as exc:
         fail(exc)
     if as_json:
@@ -168,6 +180,7 @@ def use_tuning(
     user: AsUser = None,
 ) -> None:
     """Put a stored tuning record in use, or go back to the shipped defaults (audited)."""
+    from assist.calibration import record_problem
     from kb import tuning as records
 
     c = get_ctx(ctx)
@@ -181,7 +194,8 @@ def use_tuning(
                                "`kb eval tunings` or `defaults`")
         with c.session() as session:
             actor = c.actor(session, user, "tune")
-            records.use(session, actor, version=number, now=c.clock(), note=note)
+            records.use(session, actor, version=number, now=c.clock(), note=note,
+                        problem=record_problem)
     except CanonError as exc:
         fail(exc)
     out.print("in use: the shipped defaults" if number is None else f"in use: tuning v{number}")

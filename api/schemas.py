@@ -57,6 +57,9 @@ class AssistResponse(BaseModel):
     warnings: list[dict[str, str]]
     escalation: Escalation | None
     query_id: str
+    tuning_sha256: str | None = Field(
+        default=None, description="The tuning record whose retrieval and abstention decided "
+        "this answer (its sha256, as `kb eval tunings` lists it); null: the shipped settings.")
 
     @classmethod
     def from_result(cls, r: AssistResult) -> AssistResponse:
@@ -67,6 +70,7 @@ class AssistResponse(BaseModel):
             warnings=r.warnings,
             escalation=r.escalation,
             query_id=r.query_id,
+            tuning_sha256=r.tuning_sha256,
         )
 
 

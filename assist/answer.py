@@ -7,7 +7,9 @@ audience, risk) after retrieval; the index is only a way to find candidates.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +47,8 @@ from kb.clock import Clock, system_clock
 from kb.governance import ServedInfo, governance_tick, served_info
 from kb.models import ArticleVersion
 from kb.settings import AnswerSettings, Settings
+
+log = logging.getLogger("canon.assist")
 
 ANSWERED, ESCALATE, NO_ANSWER = "answered", "escalate", "no_answer"
 SHORTLIST = 15  # distinct articles re-checked against the database per question
@@ -102,6 +106,8 @@ class AssistResult:
     warnings: list[dict[str, str]] = field(default_factory=list)
     escalation: Escalation | None = None
     latency_ms: float = 0.0
+    # The tuning record whose settings decided this answer (None: the shipped settings).
+    tuning_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -324,9 +330,10 @@ class Assistant:
         self.engine = engine
         self.index = index
         self.settings = settings
-        # The retrieval and abstention in use: the settings, with the tuning record in use
-        # applied (re-read whenever the governance clock moves; see kb/tuning.py).
-        self.policy: Policy = policy_for(settings, None)
+        # The governance clock as last read, and the policy read with it: the settings, with
+        # the tuning record in use applied (re-read whenever the clock moves; see follow).
+        self._followed: tuple[int | None, Policy] = (None, policy_for(settings, None))
+        self._follow_lock = threading.Lock()
         self.clock = clock  # freshness and the query log read time only from here
         self.max_lag_seconds = settings.index.max_lag_seconds
         # Unanswered questions grouped by meaning, for the owners' queue.
@@ -336,7 +343,6 @@ class Assistant:
         self._texts: dict[tuple[str, int, str], str] = {}  # versions are immutable
         # Served-version facts, valid while the database's governance clock is unchanged.
         self._served: dict[str, ServedInfo | None] = {}
-        self._tick: int | None = None
         # Query-log rows of concurrent answers are committed together (group commit): each
         # caller still returns only once its own row is stored.
         self._audit: Batcher[dict[str, Any], None] = Batcher(self._write_audit, max_batch=64)
@@ -349,16 +355,32 @@ class Assistant:
 
     # --- helpers ------------------------------------------------------------------------
 
+    @property
+    def policy(self) -> Policy:
+        """The retrieval and abstention in use: the settings, with the tuning record in use
+        applied (as of the last :meth:`follow`)."""
+        return self._followed[1]
+
     def follow(self, conn: Connection) -> Policy:
         """Catch up with the database: one tiny query reads the governance clock; if it
         moved (an approval, review, retirement or tuning change committed by any process),
-        the served facts are dropped and the tuning in use is re-read."""
+        the served facts are dropped and the tuning in use is re-read.
+
+        The clock reading and the policy read after it are kept as one pair, swapped under
+        a lock: questions on other threads follow at the same time, and a pair read before
+        a change must never end up beside a clock reading taken after it (the stale policy
+        would stay until the clock next moved). Whichever pair lands last, a newer clock
+        differs from its reading, so the next question reads again."""
         tick = governance_tick(conn)
-        if tick != self._tick:
+        if tick == self._followed[0]:
+            return self._followed[1]
+        policy = policy_for(self.settings, tunings.active(conn))
+        if policy.problem is not None:
+            log.error("%s", policy.problem)  # once per move of the clock, per process
+        with self._follow_lock:
             self._served = {}
-            self.policy = policy_for(self.settings, tunings.active(conn))
-            self._tick = tick
-        return self.policy
+            self._followed = (tick, policy)
+        return policy
 
     def _follow_now(self) -> Policy:
         """:meth:`follow` on a connection of its own (the answer path runs it on a side
@@ -526,6 +548,7 @@ class Assistant:
         result = AssistResult(query_id=query_id, status=NO_ANSWER)
 
         policy = following.result()
+        result.tuning_sha256 = policy.tuning_sha256
         found = lexical.result() if lexical else None
         (candidates, unservable), fell_back = in_locale_or_default(
             cfg, locale, lambda loc: self._candidates(

@@ -12,6 +12,7 @@ Pure numpy: the same code fits the model (:mod:`evals.tune`) and applies it (ans
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import ValidationError
 
 from assist.retrieve import Candidate
 from kb.settings import AnswerSettings, RetrievalSettings, Settings
@@ -259,6 +261,9 @@ class Policy:
     abstention: AbstentionModel | None = None
     tuning_version: int | None = None
     tuning_sha256: str | None = None
+    # Why the tuning record in use is not applied (see policy_for); None when it is, or
+    # when none is in use.
+    problem: str | None = None
 
     def abstains(self, valid: Sequence[Candidate], *,
                  coverage: Callable[[Candidate], float],
@@ -277,14 +282,56 @@ class Policy:
             and coverage(valid[0]) < self.answer.min_coverage)
 
 
+def record_problem(params: Mapping[str, Any]) -> str | None:
+    """Why this version of Canon cannot apply a tuning record's parameters; None when it
+    can. The one rule for storing a record, putting one in use and answering under one
+    (:func:`policy_for`): a record fitted under a baseline ranking (its abstention was fitted
+    on that ranking's evidence), invalid retrieval values, or an abstention model naming a
+    signal this version does not compute (written by a newer version sharing the database)
+    or holding a value that is not a finite number."""
+    retrieval = params.get("retrieval") or {}
+    if not isinstance(retrieval, Mapping):
+        return "its retrieval settings are not a mapping"
+    fusion = retrieval.get("fusion")
+    if fusion is not None and fusion not in TUNABLE_FUSIONS:
+        return (f"it was fitted under the '{fusion}' ranking, a baseline Canon does not tune "
+                f"(it tunes {' and '.join(TUNABLE_FUSIONS)} only)")
+    try:
+        RetrievalSettings.model_validate({
+            **RetrievalSettings().model_dump(),
+            **{k: v for k, v in retrieval.items() if k in TUNABLE_RETRIEVAL}})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return f"its retrieval setting {where} is invalid: {first.get('msg')}"
+    model = params.get("abstention")
+    if model:
+        try:
+            m = AbstentionModel.from_dict(model)
+        except (ValueError, KeyError, TypeError) as exc:
+            return f"this version cannot read its abstention model ({exc})"
+        if not all(math.isfinite(v) for v in (*m.mean, *m.scale, *m.weights, m.bias,
+                                               m.threshold)):
+            return "its abstention model holds a value that is not a finite number"
+    return None
+
+
 def policy_for(settings: Settings, tuning: ActiveTuning | None) -> Policy:
     """The policy of ``settings`` with ``tuning`` applied. A tuning record changes only the
     fusion family Canon ships (``weighted`` / ``article``): a baseline configured on purpose
     (``dense``, ``lexical``, ``rrf``...) stays what it is, and keeps the shipped
-    abstention."""
+    abstention. A record this version cannot apply (:func:`record_problem`) is not applied:
+    the policy is the shipped one, and says why in ``problem`` (answers go on; the answer
+    path logs it)."""
     base = Policy(retrieval=settings.retrieval, answer=settings.answer)
     if tuning is None or settings.retrieval.fusion not in TUNABLE_FUSIONS:
         return base
+    problem = record_problem(tuning.params)
+    if problem is not None:
+        return dataclasses.replace(base, problem=(
+            f"tuning v{tuning.version} is in use but not applied: {problem}; answering on "
+            "the shipped settings until another record is put in use "
+            "(`kb eval use-tuning defaults`, or refit with `kb eval tune`)"))
     # A record ranks as it was fitted: one stored before sentence vectors existed ranks
     # without them (its abstention model was fitted on those scores).
     overrides = {"sentence_match": False,

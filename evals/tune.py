@@ -351,6 +351,20 @@ def check_operating_point(max_false_abstention: float) -> None:
                            f"give a value from 0 to below 1 (got {max_false_abstention})")
 
 
+def check_folds(folds: int, cases: Sequence[Case] | None = None) -> None:
+    """Refuse a fold count under 2, and (with ``cases``) a suite too small for it or with
+    no answerable case; the CLI checks before asking any case."""
+    if folds < 2:
+        raise InvalidInput(f"--folds must be at least 2 (got {folds})")
+    if cases is None:
+        return
+    if len(cases) < folds * 2:
+        raise InvalidInput(f"the suite has {len(cases)} cases: {folds}-fold cross-validation "
+                           f"needs at least {folds * 2}; label more cases or pass fewer --folds")
+    if not any(c.answerable for c in cases):
+        raise InvalidInput("the suite has no answerable case: nothing to rank")
+
+
 def check_negatives(negatives: str) -> None:
     """Refuse a ``negatives`` that is not one of :data:`NEGATIVES`."""
     if negatives not in NEGATIVES:
@@ -381,13 +395,7 @@ def tune(seen: Sequence[Observed], *, base: RetrievalSettings, answer: AnswerSet
     check_negatives(negatives)
     check_operating_point(max_false_abstention)
     cases = [o.case for o in seen]
-    if folds < 2:
-        raise InvalidInput(f"--folds must be at least 2 (got {folds})")
-    if len(cases) < folds * 2:
-        raise InvalidInput(f"the suite has {len(cases)} cases: {folds}-fold cross-validation "
-                           f"needs at least {folds * 2}; label more cases or pass fewer --folds")
-    if not any(c.answerable for c in cases):
-        raise InvalidInput("the suite has no answerable case: nothing to rank")
+    check_folds(folds, cases)
     if repeats < 1:
         raise InvalidInput(f"--repeats must be at least 1 (got {repeats})")
     shipped = Policy(base, answer)
