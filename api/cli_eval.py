@@ -243,8 +243,9 @@ def bench(
 def draft(
     ctx: typer.Context,
     out_path: Annotated[Path, typer.Argument(metavar="OUT.jsonl", help="Where to write the draft suite (JSONL).")],
-    days: Annotated[int | None, typer.Option("--days", min=1, help="Only questions asked in the last N days (default: the whole log).")] = None,
+    days: Annotated[int | None, typer.Option("--days", min=1, max=36500, help="Only questions asked in the last N days (default: the whole log).")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many cases: the most asked distinct questions first.")] = 300,
+    exclude_caller: Annotated[list[str] | None, typer.Option("--exclude-caller", help="Leave out this user's questions (repeatable): the user a gate runs `kb eval run --url` as, say.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT.jsonl if it exists.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -256,14 +257,15 @@ def draft(
     knowledge base and deleted the key (meta.review says what to check)."""
     from datetime import timedelta
 
-    from evals.draft import draft_suite, write_draft
+    from evals.draft import check_target, draft_suite, write_draft
 
     c = get_ctx(ctx)
     try:
+        check_target(out_path, force=force)  # before any work
         since = c.clock() - timedelta(days=days) if days else None
         with c.session() as session:
             made = draft_suite(session, max_chars=c.settings.index.chunk_max_chars,
-                               since=since, limit=limit)
+                               since=since, limit=limit, exclude=exclude_caller or ())
         write_draft(made, out_path, force=force)
     except CanonError as exc:
         fail(exc)

@@ -106,10 +106,17 @@ class AbstentionModel:
         unknown = set(features) - set(SIGNALS)
         if unknown:
             raise ValueError(f"unknown abstention signals {sorted(unknown)}")
-        return cls(features=features, mean=tuple(float(x) for x in data["mean"]),
-                   scale=tuple(float(x) for x in data["scale"]),
-                   weights=tuple(float(x) for x in data["weights"]),
-                   bias=float(data["bias"]), threshold=float(data["threshold"]))
+        model = cls(features=features, mean=tuple(float(x) for x in data["mean"]),
+                    scale=tuple(float(x) for x in data["scale"]),
+                    weights=tuple(float(x) for x in data["weights"]),
+                    bias=float(data["bias"]), threshold=float(data["threshold"]))
+        sizes = {len(model.features), len(model.mean), len(model.scale), len(model.weights)}
+        if len(sizes) != 1:
+            raise ValueError(f"{len(model.features)} signals but {len(model.mean)} means, "
+                             f"{len(model.scale)} scales and {len(model.weights)} weights")
+        if any(not v > 0 for v in model.scale):  # (NaN fails too)
+            raise ValueError("a signal's scale is not a positive number")
+        return model
 
 
 def fit_logistic(x: NDArray[np.float64], y: NDArray[np.float64], *,

@@ -17,7 +17,10 @@ would only measure that the system agrees with itself. ``meta`` keeps where each
 from (query id, when, how often, status, the passages served, the flags), never scored.
 
 Questions are grouped by their wording (case, spacing and trailing punctuation ignored),
-within one audience and locale; the eval runner's own questions are left out.
+within one audience and locale. The eval runner's in-process questions are left out; a gate
+run against a server (``kb eval run --url``) asks as its token's user, so give gates a user
+of their own and leave it out too (``exclude``, ``--exclude-caller``). Questions and flag
+comments are redacted again on the way out, as the review queue shows them.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import ColumnElement
 from sqlmodel import Session, col, select
 
 from assist.chunks import chunk_version
 from kb.errors import InvalidInput
 from kb.models import ArticleVersion, Flag, QueryLog
+from kb.redact import redact
 
 # Callers of the eval runner and the tuner (evals/runner.py, evals/tune.py): their questions
 # come from suites already.
@@ -56,45 +61,63 @@ def wording(question: str) -> str:
 
 @dataclass
 class _Asked:
-    newest: QueryLog
-    ids: list[str] = field(default_factory=list)  # every asking's query id
+    newest: str  # the newest asking's query id
+    times: int = 0
     flags: list[Flag] = field(default_factory=list)  # on any asking
 
 
 @dataclass(frozen=True)
 class Draft:
     cases: list[dict[str, Any]]
-    rows: int  # query-log rows read (the eval runner's left out)
+    rows: int  # query-log rows read (the excluded callers' left out)
     distinct: int  # distinct questions among them
 
 
+BATCH = 2000  # query-log rows read at a time: memory stays flat on a log of any size
+
+
 def draft_suite(session: Session, *, max_chars: int, since: datetime | None = None,
-                limit: int = DEFAULT_LIMIT) -> Draft:
+                limit: int = DEFAULT_LIMIT, exclude: Iterable[str] = ()) -> Draft:
     """The ``limit`` most asked distinct questions since ``since`` (ties: the most recently
-    asked first), as draft cases. ``max_chars``: the index's chunk size, to name the section
-    each served passage came from."""
+    asked first), as draft cases; questions of the eval runner and of the ``exclude``
+    callers (a gate's user, say) are left out. ``max_chars``: the index's chunk size, to
+    name the section each served passage came from.
+
+    The log is read a batch at a time, four columns only (a count per distinct wording);
+    only the chosen questions' rows are then read whole."""
     if limit < 1:
         raise InvalidInput(f"--limit must be at least 1, got {limit}")
-    query = select(QueryLog).where(col(QueryLog.caller).not_in(EVAL_CALLERS))
+    skipped = sorted(EVAL_CALLERS | set(exclude))
+    where: list[ColumnElement[bool]] = [col(QueryLog.caller).not_in(skipped)]
     if since is not None:
-        query = query.where(QueryLog.at >= since)
+        where.append(col(QueryLog.at) >= since)
+    columns = select(QueryLog.id, QueryLog.question, QueryLog.audience, QueryLog.locale) \
+        .where(*where).order_by(col(QueryLog.at).desc(), col(QueryLog.id)) \
+        .execution_options(yield_per=BATCH)
     asked: dict[tuple[str, str, str], _Asked] = {}
     rows = 0
-    for row in session.exec(query.order_by(col(QueryLog.at).desc(), col(QueryLog.id))):
+    for qid, question, audience, locale in session.exec(columns):
         rows += 1
-        key = (wording(row.question), row.audience, row.locale)
-        if not key[0]:
-            continue
-        asked.setdefault(key, _Asked(row)).ids.append(row.id)
+        key = (wording(question), audience, locale)
+        if key[0]:
+            asked.setdefault(key, _Asked(qid)).times += 1
     # Newest first (the order read), then the most asked first; the sort is stable.
-    chosen = sorted(asked.values(), key=lambda a: -len(a.ids))[:limit]
-    by_query = {qid: a for a in chosen for qid in a.ids}
-    for ids in _batches(list(by_query)):
-        for flag in session.exec(select(Flag).where(col(Flag.query_id).in_(ids))
-                                 .order_by(col(Flag.id))):
-            by_query[flag.query_id].flags.append(flag)
+    chosen = dict(sorted(asked.items(), key=lambda kv: -kv[1].times)[:limit])
+    newest: dict[str, QueryLog] = {}
+    for ids in _batches([a.newest for a in chosen.values()]):
+        newest.update((r.id, r) for r in session.exec(
+            select(QueryLog).where(col(QueryLog.id).in_(ids))))
+    # Flags are few next to askings: read them all (within the window), with the wording
+    # of the question each was raised on.
+    flagged = select(Flag, QueryLog.question, QueryLog.audience, QueryLog.locale).join(
+        QueryLog, col(QueryLog.id) == col(Flag.query_id)).where(*where).order_by(col(Flag.id))
+    for flag, question, audience, locale in session.exec(flagged):
+        entry = chosen.get((wording(question), audience, locale))
+        if entry is not None:
+            entry.flags.append(flag)
     sections = _Sections(session, max_chars)
-    return Draft([_case(a, sections) for a in chosen], rows, len(asked))
+    return Draft([_case(newest[a.newest], a, sections) for a in chosen.values()], rows,
+                 len(asked))
 
 
 def _batches(ids: Sequence[str], size: int = 500) -> Iterable[list[str]]:
@@ -125,8 +148,7 @@ class _Sections:
         return next((h for s, e, h in self._spans[key] if s <= start < e), None)
 
 
-def _case(a: _Asked, sections: _Sections) -> dict[str, Any]:
-    row = a.newest
+def _case(row: QueryLog, a: _Asked, sections: _Sections) -> dict[str, Any]:
     served = [{**{k: p[k] for k in ("article_id", "version", "start", "end")},
                "section": sections.of(p["article_id"], p["version"], p["start"])}
               for p in row.served[:SERVED_SHOWN]]
@@ -135,7 +157,9 @@ def _case(a: _Asked, sections: _Sections) -> dict[str, Any]:
         "id": "log-" + hashlib.sha256(
             "\x1f".join((wording(row.question), row.audience, row.locale)).encode()
         ).hexdigest()[:12],
-        "question": row.question,
+        # stored redacted; redacted again on the way out, as the review queue does, for rows
+        # kept before the redactor improved (redaction is idempotent)
+        "question": redact(row.question),
         "answerable": row.status == "answered",
         "audience": row.audience,
         "locale": row.locale,
@@ -147,9 +171,9 @@ def _case(a: _Asked, sections: _Sections) -> dict[str, Any]:
                           **({"section": top["section"]} if top["section"] else {})}
     case["meta"] = {
         "source": "query-log", "query_id": row.id, "asked_at": row.at.isoformat(),
-        "asked": len(a.ids), "status": row.status, "reason": row.reason,
+        "asked": a.times, "status": row.status, "reason": row.reason,
         "escalate_to": row.escalate_to, "served": served,
-        "flags": [{"reason": f.reason, "comment": f.comment} for f in a.flags],
+        "flags": [{"reason": f.reason, "comment": redact(f.comment)} for f in a.flags],
         "review": _review(row.status, served, not_right),
     }
     return case
@@ -173,10 +197,23 @@ def _review(status: str, served: list[dict[str, Any]], not_right: list[Flag]) ->
 
 def write_draft(draft: Draft, out: Path, *, force: bool = False) -> None:
     """Write the cases as JSONL; an existing file is kept unless ``force``."""
+    check_target(out, force=force)
+    text = "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in draft.cases)
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {out}: {exc.strerror or exc}") from exc
+
+
+def check_target(out: Path, *, force: bool = False) -> None:
+    """Refuse a path a draft cannot, or must not, be written to (checked before any work)."""
+    if out.suffix != ".jsonl":
+        raise InvalidInput(f"{out}: a draft is written as JSONL; name the file *.jsonl")
+    if out.is_dir():
+        raise InvalidInput(f"{out} is a folder: name a file, e.g. {out / 'draft.jsonl'}")
     if out.exists() and not force:
         raise InvalidInput(f"{out} exists: choose another path, or pass --force to replace "
                            "it (a reviewed draft would be lost)")
-    if out.suffix != ".jsonl":
-        raise InvalidInput(f"{out}: a draft is written as JSONL; name the file *.jsonl")
-    out.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in draft.cases),
-                   encoding="utf-8")
+    if not out.parent.is_dir():
+        raise InvalidInput(f"{out.parent} does not exist: create the folder first, or name "
+                           "a file in an existing one")

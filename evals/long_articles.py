@@ -31,6 +31,7 @@ from kb.errors import InvalidArticle
 
 _FRONT = re.compile(r"\A---\n.*?\n---\n", re.S)
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+_LINES = re.compile(r"[^\n]*\n|[^\n]+\Z")
 
 
 def _body(text: str) -> str:
@@ -38,7 +39,9 @@ def _body(text: str) -> str:
     starting ``# `` inside a fenced code block (a shell comment) is text and stays."""
     out: list[str] = []
     fence = ""  # the open fence's run of backticks or tildes
-    for line in _FRONT.sub("", text, count=1).splitlines(keepends=True):
+    # Lines end at "\n" only, as Markdown's do (str.splitlines would also break at U+2028,
+    # form feeds and the like, inside what the parser reads as one line).
+    for line in _LINES.findall(_FRONT.sub("", text, count=1)):
         m = _FENCE.match(line)
         if fence:
             if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) \

@@ -21,7 +21,8 @@ from evals.suites import load_suite
 from kb import governance
 from kb.errors import InvalidInput
 from kb.flags import create_flag
-from kb.models import QueryLog
+from kb.models import Flag, QueryLog
+from kb.redact import redact
 from kb.settings import Settings
 from kb.sync import sync_folder
 from tests.kbs import shared_embedder
@@ -139,3 +140,52 @@ def test_a_draft_holds_the_asked_questions_and_no_suite_takes_it_unreviewed(
     assert json.loads(recent.stdout)["cases"] == 2
     kept = [json.loads(line)["question"] for line in out.read_text().splitlines()]
     assert "can I pay by cheque" not in kept and kept[0] == paypal["question"]
+
+
+def _log(engine: Engine, question: str, *, caller: str = "agent-1", comment: str | None = None,
+         at: datetime = NOW) -> None:
+    qid = uuid.uuid4().hex
+    with Session(engine) as s:
+        s.add(QueryLog(id=qid, at=at, caller=caller, audience="internal", locale="en",
+                       question=question, status="no_answer", served=[]))
+        s.flush()
+        if comment is not None:
+            s.add(Flag(query_id=qid, owner="support-tier2", reason="missing", comment=comment,
+                       created_by=caller, created_at=at))
+        s.commit()
+
+
+def test_a_gates_user_is_left_out_and_stored_text_is_redacted_again(
+        settings: Settings, engine: Engine, tmp_path: Path) -> None:
+    # a row kept before the redactor learnt these forms (stored as asked)
+    raw_question = "refund for card 4111 1111 1111 1111 please"
+    raw_comment = "customer said call her on +44 20 7946 0958"
+    assert redact(raw_question) != raw_question and redact(raw_comment) != raw_comment
+    _log(engine, raw_question, comment=raw_comment)
+    for _ in range(3):  # a gate run against the server after each deploy
+        _log(engine, "how do refunds work?", caller="ci-gate")
+    env = cli_env(settings, KB_NOW=NOW.isoformat())
+    out = tmp_path / "draft.jsonl"
+    r = CliRunner().invoke(app, ["eval", "draft", str(out), "--exclude-caller", "ci-gate"],
+                           env=env)
+    assert r.exit_code == 0, r.output
+    text = out.read_text()
+    assert "4111 1111 1111 1111" not in text and "7946 0958" not in text
+    assert "how do refunds work?" not in text and len(text.splitlines()) == 1
+    r = CliRunner().invoke(app, ["eval", "draft", str(out), "--force"], env=env)
+    assert "how do refunds work?" in out.read_text()  # without --exclude-caller: drafted
+
+
+@pytest.mark.parametrize("args", [
+    ["{tmp}/no-such-dir/draft.jsonl"],  # the folder is missing
+    ["{tmp}/dir.jsonl", "--force"],  # a folder named like the output
+    ["{tmp}/ok.jsonl", "--days", "100000000"],  # past any date
+    ["{tmp}/draft.txt"],  # not JSONL
+])
+def test_bad_draft_arguments_are_clear_errors(settings: Settings, engine: Engine,
+                                              tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "dir.jsonl").mkdir()
+    r = CliRunner().invoke(app, ["eval", "draft", *[a.format(tmp=tmp_path) for a in args]],
+                           env=cli_env(settings))
+    assert r.exit_code == 2, (r.exit_code, r.output, repr(r.exception))
+    assert not (tmp_path / "ok.jsonl").exists() and not (tmp_path / "draft.txt").exists()

@@ -205,7 +205,7 @@ def test_a_stored_risk_that_is_no_known_level_is_served_as_high(
         v.meta = meta
         s.add(v)
         s.commit()
-    a._served, a._tick = {}, None  # as after a governance change
+    a._served, a._followed = {}, (None, a.policy)  # as after a governance change
     with Session(kb["engine"]) as s:
         indexer.rebuild(s, a.index)
     plain = "Annual plan customers can ask for a refund in the first weeks."

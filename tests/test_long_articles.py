@@ -97,3 +97,14 @@ def test_a_title_like_line_inside_a_code_block_is_kept(tmp_path: Path) -> None:
     assert "# Router reset" not in merged  # the title line goes
     assert "# restart the router\nreboot" in merged  # the shell comment stays
     assert "# still code\n~~~\n# still code after a shorter fence\n~~~~" in merged
+
+
+def test_text_after_a_unicode_line_separator_is_not_a_title() -> None:
+    """Markdown lines end at '\\n' only: '# then 2.' after a U+2028 is paragraph text."""
+    from evals.long_articles import _body
+
+    text = ("---\nid: a\ntitle: A\nowner: o\nreview_every: 90d\n---\n# A\n## Keypad\n"
+            "To reach billing press the key marked\u2028# then 2.\nDone.\n")
+    assert [s.heading_path for s in parse_article(text, path="a.md").sections] == [
+        ("A",), ("A", "Keypad")]
+    assert "# then 2." in _body(text) and "# A\n" not in _body(text)

@@ -371,3 +371,24 @@ def test_bad_folds_is_refused_before_any_case_is_asked(
     assert r.exit_code == 2 and "--folds must be at least 2" in r.output, r.output
     # --negatives and --max-false-abstention are checked "before any work"; --folds is not:
     assert asked == [], "every case of the suite was asked before --folds was refused"
+
+
+# --- 8. a model whose numbers cannot be evaluated -----------------------------------------
+
+@pytest.mark.parametrize("model", [
+    {"weights": [0.0, 0.0, 0.0, 2.0, 0.0]},  # one weight short of its signals
+    {"scale": [0.0] * 6},  # finite, but divides by zero
+    {"features": []},  # no signals at all, six weights
+])
+def test_a_model_this_version_cannot_evaluate_is_refused_and_never_applied(
+        clean: BuiltKB, model: dict[str, Any]) -> None:
+    params = {**_params(), "abstention": {**MODEL.to_dict(), **model}}
+    assert record_problem(params) is not None
+    with pytest.raises(InvalidInput, match="cannot read its abstention model"):
+        _store(clean, params)
+    _store(clean, params, foreign=True)  # in use anyway (another version wrote it)
+    fresh = Assistant(engine=clean.engine, index=clean.assistant.index,
+                      settings=clean.settings, clock=clean.clock)
+    result = fresh.ask(Question(text="how do refunds work?", audience="internal"))
+    assert result.status in ("answered", "no_answer", "escalate")
+    assert result.tuning_sha256 is None  # answered on the shipped settings
