@@ -82,6 +82,15 @@ def _kb(kb: BuiltKB, *args: str, **extra: str) -> Any:
     return CliRunner().invoke(app, list(args), env=cli_env(kb.settings, **extra))
 
 
+def _refund_suite(path: Path, cases: int = 1) -> Path:
+    """A suite of ``cases`` copies of one answerable refund question."""
+    path.write_text("".join(json.dumps({"id": f"a{i}", "question": "how do refunds work?",
+                                        "answerable": True,
+                                        "expect": {"articles": ["billing-bill-explained"]}})
+                            + "\n" for i in range(cases)))
+    return path
+
+
 # --- 1. a record naming a signal this version does not compute --------------------------
 
 def test_use_tuning_refuses_a_record_this_version_cannot_apply(clean: BuiltKB) -> None:
@@ -139,10 +148,7 @@ def test_eval_run_stores_the_hash_of_the_policy_it_ran_under(
     """Under a baseline fusion (rrf) the answer path ignores the record in use
     (policy_for), yet `kb eval run` stores that record's hash as the tuning it ran under."""
     row = _store(clean, _params())
-    suite = tmp_path / "s.jsonl"
-    suite.write_text(json.dumps({"id": "a", "question": "how do refunds work?",
-                                 "answerable": True,
-                                 "expect": {"articles": ["billing-bill-explained"]}}) + "\n")
+    suite = _refund_suite(tmp_path / "s.jsonl")
     out = tmp_path / "run.json"
     rrf = clean.settings.model_copy(update={"retrieval": clean.settings.retrieval.model_copy(
         update={"fusion": "rrf"})})
@@ -196,11 +202,7 @@ def test_a_run_whose_tuning_changed_midway_is_not_stored(
         return wrapped
 
     monkeypatch.setattr(runner, "in_process", in_process)
-    suite = tmp_path / "s.jsonl"
-    suite.write_text("".join(json.dumps({"id": f"a{i}", "question": "how do refunds work?",
-                                         "answerable": True,
-                                         "expect": {"articles": ["billing-bill-explained"]}}) + "\n"
-                             for i in range(2)))
+    suite = _refund_suite(tmp_path / "s.jsonl", 2)
     before = json.loads(_kb(clean, "eval", "list", "--json").stdout)
     r = _kb(clean, "eval", "run", str(suite))
     assert r.exit_code == 2 and "changed during the run" in r.output, r.output
@@ -209,10 +211,7 @@ def test_a_run_whose_tuning_changed_midway_is_not_stored(
 
 def test_a_run_stores_the_tuning_its_answers_ran_under(clean: BuiltKB, tmp_path: Path) -> None:
     row = _store(clean, _params())
-    suite = tmp_path / "s.jsonl"
-    suite.write_text(json.dumps({"id": "a", "question": "how do refunds work?",
-                                 "answerable": True,
-                                 "expect": {"articles": ["billing-bill-explained"]}}) + "\n")
+    suite = _refund_suite(tmp_path / "s.jsonl")
     out = tmp_path / "run.json"
     r = _kb(clean, "eval", "run", str(suite), "--json", str(out))
     assert r.exit_code == 0, r.output
@@ -223,11 +222,7 @@ def test_a_run_stores_the_tuning_its_answers_ran_under(clean: BuiltKB, tmp_path:
 
 def test_kb_eval_tune_under_a_baseline_ranking_stores_nothing(clean: BuiltKB,
                                                               tmp_path: Path) -> None:
-    suite = tmp_path / "s.jsonl"
-    suite.write_text("".join(json.dumps({"id": f"a{i}", "question": "how do refunds work?",
-                                         "answerable": True,
-                                         "expect": {"articles": ["billing-bill-explained"]}})
-                             + "\n" for i in range(12)))
+    suite = _refund_suite(tmp_path / "s.jsonl", 12)
     r = _kb(clean, "eval", "tune", str(suite), "--as", "eve", KB_RETRIEVAL__FUSION="rrf")
     assert r.exit_code == 2 and "'rrf', a baseline" in r.output and "--dry-run" in r.output
     with Session(clean.engine) as s:
@@ -362,11 +357,7 @@ def test_bad_folds_is_refused_before_any_case_is_asked(
         return real(*a, **kw)
 
     monkeypatch.setattr(et, "observe", observe)
-    suite = tmp_path / "s.jsonl"
-    suite.write_text("".join(json.dumps({"id": f"a{i}", "question": "how do refunds work?",
-                                         "answerable": True,
-                                         "expect": {"articles": ["billing-bill-explained"]}})
-                             + "\n" for i in range(3)))
+    suite = _refund_suite(tmp_path / "s.jsonl", 3)
     r = _kb(clean, "eval", "tune", str(suite), "--folds", "1", "--dry-run")
     assert r.exit_code == 2 and "--folds must be at least 2" in r.output, r.output
     # --negatives and --max-false-abstention are checked "before any work"; --folds is not:
