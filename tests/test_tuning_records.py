@@ -217,7 +217,7 @@ def test_a_run_stores_the_tuning_its_answers_ran_under(clean: BuiltKB, tmp_path:
     assert r.exit_code == 0, r.output
     stored = json.loads(out.read_text())
     assert stored["tuning_sha256"] == row.sha256
-    assert stored["cases"][0]["case_id"] == "a"
+    assert stored["cases"][0]["case_id"] == "a0"
 
 
 def test_kb_eval_tune_under_a_baseline_ranking_stores_nothing(clean: BuiltKB,
