@@ -83,6 +83,9 @@ class ChunkIndex:
         self._reload_guard = threading.Lock()
         self._reloading = False
         self._catalog: Catalog | None = None
+        # The last catalog loaded, kept when a write of this process drops the current one:
+        # what a reader answers from while the index server is away (see catalog).
+        self._held: Catalog | None = None
         self._writes = 0  # this process's bumps: a load a write overtook is not installed
         self._install = threading.Lock()  # bump() against installing a loaded catalog
         self._checked_at = 0.0
@@ -101,6 +104,8 @@ class ChunkIndex:
         self.store.bump(empty)
         with self._install:
             self._writes += 1
+            if self._catalog is not None:
+                self._held = self._catalog
             self._catalog = None
 
     # --- catalog (chunk metadata + BM25) ----------------------------------------------
@@ -117,7 +122,8 @@ class ChunkIndex:
         retirement stops at once. ``check`` (writers, and anyone comparing with what the
         index holds now) waits for the current catalog, and so does every caller after
         this process's own write (:meth:`bump` drops the catalog). A reader whose catalog
-        holds the vectors keeps answering from it while the index server is away."""
+        holds the vectors keeps answering from it while the index server is away, and so
+        does a reader after this process's own write, from the last catalog loaded."""
         now = time.monotonic()
         cat = self._catalog
         if cat is not None and not check:
@@ -135,6 +141,21 @@ class ChunkIndex:
             if gen != cat.generation:
                 self._reload_in_background()
             return cat
+        try:
+            return self._current()
+        except Unavailable:
+            held = self._held
+            if check or cat is not None or held is None or held.vectors is None:
+                raise
+            # This process's own write dropped the catalog and the index server went away
+            # before the new one loaded: answer from the last one loaded, as a reader whose
+            # catalog holds the vectors does (what may be served is re-checked against the
+            # database as always; /readyz says the index is away).
+            return held
+
+    def _current(self) -> Catalog:
+        """The catalog of the index's current generation, loaded if this process does not
+        hold it (asks the index server)."""
         with self._lock:
             writes = self._writes
             gen = self.store.generation()
@@ -149,6 +170,7 @@ class ChunkIndex:
             with self._install:
                 if self._writes == writes:
                     self._catalog = loaded
+                self._held = loaded
             return loaded
 
     def _load(self, generation: str) -> Catalog:

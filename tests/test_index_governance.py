@@ -1054,3 +1054,28 @@ def test_an_index_server_outage_leaves_a_catalog_with_vectors_answering(
     index._checked_at = 0.0
     with pytest.raises(Unavailable):
         index.catalog()
+
+
+def test_after_its_own_write_a_process_answers_through_an_index_server_outage(
+        kb: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write of this process drops its catalog (the next question loads the new one). If
+    the index server goes away before that load, questions are answered from the last
+    catalog loaded, as when a catalog with vectors is held: not 503 until it comes back."""
+    from kb.errors import Unavailable
+
+    a = kb["assistant"]
+    index = a.index
+    question = "what does a flashing orange light on the router mean"
+    before = _ask(a, question)
+    index.bump()  # as after this process indexed an approval
+
+    def away() -> str:
+        raise Unavailable("Chroma is not reachable")
+
+    monkeypatch.setattr(index.store, "generation", away)
+    r = _ask(a, question)
+    assert r.status == before.status
+    assert [p.citation.article_id for p in r.passages] == [
+        p.citation.article_id for p in before.passages]
+    with pytest.raises(Unavailable):  # a writer, or anyone comparing, still waits for it
+        index.catalog(check=True)
