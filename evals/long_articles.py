@@ -30,28 +30,20 @@ from kb.articles import ParsedArticle, parse_article
 from kb.errors import InvalidArticle
 
 _FRONT = re.compile(r"\A---\n.*?\n---\n", re.S)
-_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
-_LINES = re.compile(r"[^\n]*\n|[^\n]+\Z")
 
 
-def _body(text: str) -> str:
-    """An article's Markdown without its front matter and its ``#`` title line(s); a line
-    starting ``# `` inside a fenced code block (a shell comment) is text and stays."""
+def _body(article: ParsedArticle, text: str) -> str:
+    """An article's Markdown without its front matter and its title heading line(s): the
+    level-1 headings as the article parser reads them (a ``# `` line inside a fenced code
+    block, or after a Unicode line separator, is text and stays)."""
+    front = _FRONT.match(text)
     out: list[str] = []
-    fence = ""  # the open fence's run of backticks or tildes
-    # Lines end at "\n" only, as Markdown's do (str.splitlines would also break at U+2028,
-    # form feeds and the like, inside what the parser reads as one line).
-    for line in _LINES.findall(_FRONT.sub("", text, count=1)):
-        m = _FENCE.match(line)
-        if fence:
-            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) \
-                    and not line[m.end():].strip():
-                fence = ""
-        elif m:
-            fence = m.group(1)
-        elif line.startswith("# "):
-            continue
-        out.append(line)
+    at = front.end() if front else 0
+    for section in article.sections:
+        if section.level == 1:
+            out.append(text[at:section.start])
+            at = section.body_start
+    out.append(text[at:])
     return "".join(out).strip() + "\n"
 
 
@@ -92,7 +84,7 @@ def merge(content: Path, suite: Path, out: Path, *, per_article: int = 6,
     mapping: dict[str, str] = {}
     part = 0
     for members in buckets.values():
-        texts = [f"{articles[i][0].title}. {_body(articles[i][1])[:400]}" for i in members]
+        texts = [f"{articles[i][0].title}. {_body(*articles[i])[:400]}" for i in members]
         vectors = np.asarray(embed.embed(texts))  # type: ignore[attr-defined]
         label = groups(vectors, max(1, round(len(members) / per_article)))
         for j in sorted(set(label)):
@@ -108,7 +100,7 @@ def merge(content: Path, suite: Path, out: Path, *, per_article: int = 6,
             if first.escalate_to:
                 front["escalate_to"] = first.escalate_to
             head = "".join(f"{key}: {json.dumps(value)}\n" for key, value in front.items())
-            bodies = "\n".join(_body(articles[i][1]) for i in group)
+            bodies = "\n".join(_body(*articles[i]) for i in group)
             (out / "content" / f"{new_id}.md").write_text(
                 f"---\n{head}---\n\n# {title}\n\n{bodies}", encoding="utf-8")
             mapping.update((articles[i][0].id, new_id) for i in group)
