@@ -47,6 +47,12 @@ class Chunk:
         return chunk_id(self.article_id, self.version, self.start, self.end)
 
     @property
+    def section(self) -> str:
+        """The heading a suite names this chunk's section by: the last of its heading path,
+        or the title for text before the first heading (as a citation's ``section[-1]``)."""
+        return self.heading_path[-1] if self.heading_path else self.title
+
+    @property
     def servable(self) -> bool:
         """May this chunk be served? Not the plain text of a ``risk: high`` article."""
         return servable(risk=self.risk, approved=self.approved)

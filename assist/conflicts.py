@@ -313,7 +313,7 @@ def failure(e: Expectation, outcome: Outcome) -> str | None:
     if e.articles and top.article_id not in e.articles:
         return f"'{top.article_id}' would answer it instead of {', '.join(e.articles)}"
     if e.sections:
-        section = top.heading_path[-1] if top.heading_path else top.title
+        section = top.section
         if section.strip().casefold() not in {s.strip().casefold() for s in e.sections}:
             return f"the answer would come from section '{section}', not '{e.sections[0]}'"
     served = "\n".join(c.text for c in outcome.passages).casefold()

@@ -141,7 +141,7 @@ class _Sections:
                 ArticleVersion.article_id == article_id,
                 ArticleVersion.number == version)).first()
             self._spans[key] = [] if v is None else [
-                (c.start, c.end, c.heading_path[-1] if c.heading_path else c.title)
+                (c.start, c.end, c.section)
                 for c in chunk_version(article_id=article_id, version=version,
                                        content_sha256=v.content_sha256, text=v.text,
                                        max_chars=self.max_chars)]

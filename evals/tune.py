@@ -222,7 +222,7 @@ def outcome(o: Observed, policy: Policy, *, decide: bool = True) -> CaseResult:
     return CaseResult(
         **expectation(o.case), status="answered" if served else "no_answer",
         ranked_articles=tuple(c.chunk.article_id for c in served),
-        top_section=(top.heading_path[-1] if top.heading_path else top.title) if top else None,
+        top_section=top.section if top else None,
         served_text="\n".join(c.chunk.text for c in served), verbatim_ok=True, latency_ms=0.0)
 
 
