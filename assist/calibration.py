@@ -92,9 +92,14 @@ class AbstentionModel:
     def abstains(self, values: Mapping[str, float]) -> bool:
         return self.logit(values) < self.threshold
 
+    def finite(self) -> bool:
+        """Whether every number of the model is finite (a model that is not cannot be
+        stored, nor applied)."""
+        return all(math.isfinite(v) for v in (*self.mean, *self.scale, *self.weights,
+                                              self.bias, self.threshold))
+
     def to_dict(self) -> dict[str, Any]:
-        if not all(math.isfinite(v) for v in (*self.mean, *self.scale, *self.weights,
-                                               self.bias, self.threshold)):
+        if not self.finite():
             raise ValueError("an abstention model with a non-finite value cannot be stored")
         return {"features": list(self.features), "mean": list(self.mean),
                 "scale": list(self.scale), "weights": list(self.weights),
@@ -317,8 +322,7 @@ def record_problem(params: Mapping[str, Any]) -> str | None:
             m = AbstentionModel.from_dict(model)
         except (ValueError, KeyError, TypeError) as exc:
             return f"this version cannot read its abstention model ({exc})"
-        if not all(math.isfinite(v) for v in (*m.mean, *m.scale, *m.weights, m.bias,
-                                               m.threshold)):
+        if not m.finite():
             return "its abstention model holds a value that is not a finite number"
     return None
 

@@ -144,8 +144,8 @@ class ChunkIndex:
         try:
             return self._current()
         except Unavailable:
-            held = self._held
-            if check or cat is not None or held is None or held.vectors is None:
+            held = self._held  # (here: a writer, or a reader that holds no catalog)
+            if check or held is None or held.vectors is None:
                 raise
             # This process's own write dropped the catalog and the index server went away
             # before the new one loaded: answer from the last one loaded, as a reader whose
