@@ -146,7 +146,8 @@ def test_http_assist_with_a_record_this_version_cannot_apply(clean: BuiltKB) -> 
 def test_eval_run_stores_the_hash_of_the_policy_it_ran_under(
         clean: BuiltKB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under a baseline fusion (rrf) the answer path ignores the record in use
-    (policy_for), yet `kb eval run` stores that record's hash as the tuning it ran under."""
+    (policy_for): `kb eval run` stores the hash its answers report (none), not the hash of
+    the record in the database."""
     row = _store(clean, _params())
     suite = _refund_suite(tmp_path / "s.jsonl")
     out = tmp_path / "run.json"
@@ -233,9 +234,9 @@ def test_kb_eval_tune_under_a_baseline_ranking_stores_nothing(clean: BuiltKB,
 # --- 3. a record fitted under a baseline fusion ------------------------------------------
 
 def test_a_record_fitted_under_a_baseline_does_not_switch_canon_to_that_baseline() -> None:
-    """`kb eval tune` under KB_RETRIEVAL__FUSION=rrf stores fusion 'rrf' (only abstention
-    is tuned). Put in use once the settings are back on Canon's fusion, it switches the
-    production ranking to rrf: a tuning record changing to a non-shipped family."""
+    """A record fitted under a baseline ranking (fusion 'rrf', stored by another version,
+    say) never switches Canon's production ranking to that baseline once the settings are
+    back on Canon's fusion."""
     record = tuning.ActiveTuning(version=1, sha256="ab" * 32, params=_params("rrf"))
     policy = policy_for(Settings(), record)
     assert policy.retrieval.fusion in TUNABLE_FUSIONS, policy.retrieval.fusion
@@ -360,7 +361,7 @@ def test_bad_folds_is_refused_before_any_case_is_asked(
     suite = _refund_suite(tmp_path / "s.jsonl", 3)
     r = _kb(clean, "eval", "tune", str(suite), "--folds", "1", "--dry-run")
     assert r.exit_code == 2 and "--folds must be at least 2" in r.output, r.output
-    # --negatives and --max-false-abstention are checked "before any work"; --folds is not:
+    # --folds, like --negatives and --max-false-abstention, is checked before any work:
     assert asked == [], "every case of the suite was asked before --folds was refused"
 
 
